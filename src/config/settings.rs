@@ -1,0 +1,196 @@
+//! Validated settings: domain types the daemon runs on. Built by `config::load` from the
+//! merged files; everything here is already checked and expanded (templates resolved,
+//! passwords read), so the daemon never sees a raw config value.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::keys::KeyAlgorithm;
+use crate::secret::Secret;
+
+/// Everything the daemon needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The files that were read, main file first, then drop-ins in name order.
+    pub sources: Vec<PathBuf>,
+    /// Daemon-wide settings.
+    pub daemon: DaemonSettings,
+    /// Host facts used by templates.
+    pub host: HostFacts,
+    /// The host key.
+    pub key: KeySettings,
+    /// Who certifies the host key.
+    pub issuer: IssuerSettings,
+    /// Certificate targets, in config order; names are unique.
+    pub identities: Vec<Identity>,
+}
+
+/// Daemon-wide settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonSettings {
+    /// Where the state file, the soft keys and the local CA live (0700).
+    pub state_directory: PathBuf,
+    /// A `tracing` filter directive such as `info` or `leafd=debug`.
+    pub log_level: String,
+    /// Allows leaf lifetimes below five minutes (down to one second). For tests only.
+    pub testing_short_lifetimes: bool,
+}
+
+/// Host facts: template variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFacts {
+    /// `{hostname}`: short host name.
+    pub hostname: String,
+    /// `{fqdn}`: fully qualified name (defaults to the hostname).
+    pub fqdn: String,
+    /// `{broker_id}`.
+    pub broker_id: Option<String>,
+    /// `{cluster}`.
+    pub cluster: Option<String>,
+    /// `{region}`.
+    pub region: Option<String>,
+    /// `{zone}`.
+    pub zone: Option<String>,
+    /// User-defined facts, `{name}`.
+    pub facts: BTreeMap<String, String>,
+}
+
+/// The host key backend and algorithm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySettings {
+    /// Which backend holds the host key.
+    pub backend: BackendKind,
+    /// Host key algorithm.
+    pub algorithm: KeyAlgorithm,
+}
+
+/// Key backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// Software keys in the state directory (0600). Development and quickstart.
+    Soft,
+}
+
+/// Issuers of the host issuing certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IssuerSettings {
+    /// The embedded local CA: a root in the state directory.
+    Local(LocalCaSettings),
+}
+
+/// Embedded local CA settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalCaSettings {
+    /// Validity of the host issuing certificate (default 7 days).
+    pub host_cert_validity: Duration,
+    /// Validity of the local root (default 10 years).
+    pub root_validity: Duration,
+    /// Common name of the local root.
+    pub root_common_name: String,
+}
+
+/// One certificate target.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Unique name (`[a-z0-9][a-z0-9._-]*`).
+    pub name: String,
+    /// Subject DN, expanded, in the order written (most general first, e.g. `O=..,CN=..`
+    /// becomes the DER order O then CN).
+    pub subject: Vec<(DnAttribute, String)>,
+    /// Subject alternative names, expanded, deduplicated, in config order.
+    pub sans: Vec<San>,
+    /// Leaf key algorithm.
+    pub key_type: KeyAlgorithm,
+    /// Extended key usages.
+    pub ekus: Vec<Eku>,
+    /// Leaf lifetime.
+    pub lifetime: Duration,
+    /// When to renew.
+    pub renewal: RenewalSettings,
+    /// Allow the subject DN to change across rotations (Kafka `ssl.allow.dn.changes`).
+    pub allow_dn_change: bool,
+    /// Allow SANs to be removed across rotations (Kafka `ssl.allow.san.changes`).
+    pub allow_san_change: bool,
+    /// Keystores (key + chain).
+    pub keystores: Vec<Output>,
+    /// Truststores (trusted roots).
+    pub truststores: Vec<Output>,
+}
+
+/// Subject DN attribute types leafd writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DnAttribute {
+    /// `CN`
+    CommonName,
+    /// `O`
+    Organization,
+    /// `OU`
+    OrganizationalUnit,
+    /// `C`
+    Country,
+    /// `ST`
+    State,
+    /// `L`
+    Locality,
+}
+
+/// A subject alternative name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum San {
+    /// dNSName, lower-cased.
+    Dns(String),
+    /// iPAddress.
+    Ip(IpAddr),
+}
+
+/// Extended key usages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eku {
+    /// id-kp-serverAuth
+    ServerAuth,
+    /// id-kp-clientAuth
+    ClientAuth,
+}
+
+/// Renewal policy parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RenewalSettings {
+    /// Share of the lifetime after which to renew, in (0, 1). Default 2/3.
+    pub at: f64,
+    /// Jitter as a share of the lifetime, in [0, 0.5). Default 0.05.
+    pub jitter: f64,
+    /// Never schedule sooner than this after issuance.
+    pub min_delay: Duration,
+}
+
+/// Keystore file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFormat {
+    /// PKCS#12 (PBES2/AES-256-CBC, PBKDF2-HMAC-SHA256, HMAC-SHA256 MAC).
+    Pkcs12,
+    /// Java JKS.
+    Jks,
+    /// PEM: keystore = PKCS#8 key then chain (leaf first); truststore = CA bundle.
+    Pem,
+}
+
+/// One output file.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// File format.
+    pub format: StoreFormat,
+    /// Absolute path.
+    pub path: PathBuf,
+    /// Store password (required for PKCS#12 and JKS, refused for PEM).
+    pub password: Option<Secret>,
+    /// Entry alias (default: the identity name for keystores, `leafd-ca-N` for roots).
+    pub alias: String,
+    /// Owner uid to chown to, if set.
+    pub owner: Option<u32>,
+    /// Group gid to chown to, if set.
+    pub group: Option<u32>,
+    /// File mode (default 0600).
+    pub mode: u32,
+}

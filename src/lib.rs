@@ -1,0 +1,8 @@
+//! leafd: keeps the TLS identities of bare-metal Kafka hosts fresh.
+//!
+//! The library holds all logic; the binaries in `src/bin` are thin wrappers.
+//! See `ARCHITECTURE.md` for the module map and the invariants.
+
+pub mod config;
+pub mod keys;
+pub mod secret;
