@@ -4,5 +4,11 @@
 //! See `ARCHITECTURE.md` for the module map and the invariants.
 
 pub mod config;
+pub mod issuer;
 pub mod keys;
+pub mod keystore;
+pub mod renew;
 pub mod secret;
+pub mod state;
+pub mod telemetry;
+pub mod x509;

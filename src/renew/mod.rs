@@ -1,0 +1,5 @@
+//! Renewal: the pure policy (when) and the engine (doing it).
+
+pub mod engine;
+pub mod mint;
+pub mod policy;

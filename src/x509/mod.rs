@@ -1,0 +1,407 @@
+//! Certificate building and inspection. Pure: no I/O, no clock; callers pass `now`.
+//! Signing goes through rcgen's [`SigningKey`], so this module never names a key backend's
+//! hardware: [`BackendKey`] adapts any [`KeyBackend`] key.
+
+use std::cell::RefCell;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType, DnValue,
+    ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, KeyUsagePurpose, NameConstraints,
+    PublicKeyData, SanType, SerialNumber, SigningKey,
+};
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
+
+use crate::config::{DnAttribute, Eku, Identity, San};
+use crate::keys::{KeyAlgorithm, KeyBackend, KeyRef};
+
+/// x509 errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// rcgen refused the parameters or the signature failed.
+    #[error("could not build certificate {what}")]
+    Build {
+        /// Which certificate.
+        what: &'static str,
+        /// Cause.
+        #[source]
+        source: rcgen::Error,
+    },
+    /// A certificate could not be parsed.
+    #[error("could not parse certificate {what}")]
+    Parse {
+        /// Which certificate.
+        what: &'static str,
+        /// Cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A name is not valid in a certificate.
+    #[error("invalid name {0:?}")]
+    InvalidName(String),
+    /// A public key could not be read.
+    #[error("invalid public key")]
+    InvalidPublicKey,
+}
+
+/// Clock skew allowance: `notBefore` is set this far in the past (at most the lifetime).
+pub const BACKDATE: Duration = Duration::from_secs(60);
+
+/// An rcgen signing key backed by a [`KeyBackend`] key. Use it inside
+/// `KeyService::with_backend`, so signing runs on the key thread.
+pub struct BackendKey<'a> {
+    backend: RefCell<&'a mut dyn KeyBackend>,
+    key: KeyRef,
+    raw_public: Vec<u8>,
+    failed: RefCell<Option<crate::keys::Error>>,
+}
+
+impl<'a> BackendKey<'a> {
+    /// Wraps `key` held by `backend`.
+    pub fn new(backend: &'a mut dyn KeyBackend, key: KeyRef) -> Result<Self, crate::keys::Error> {
+        let spki = backend.public_key(&key)?;
+        let raw_public = raw_public_key(&spki).ok_or_else(|| crate::keys::Error::Sign(key.label.clone()))?;
+        Ok(Self { backend: RefCell::new(backend), key, raw_public, failed: RefCell::new(None) })
+    }
+
+    /// The backend error behind a failed signature, if any.
+    pub fn take_error(&self) -> Option<crate::keys::Error> {
+        self.failed.borrow_mut().take()
+    }
+}
+
+impl PublicKeyData for BackendKey<'_> {
+    fn der_bytes(&self) -> &[u8] {
+        &self.raw_public
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.key.algorithm.rcgen_alg()
+    }
+}
+
+impl SigningKey for BackendKey<'_> {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.backend.borrow_mut().sign(&self.key, msg).map_err(|e| {
+            *self.failed.borrow_mut() = Some(e);
+            rcgen::Error::RemoteKeyError
+        })
+    }
+}
+
+/// A public key given as SubjectPublicKeyInfo DER, for certifying keys we don't hold.
+pub struct SpkiPublicKey {
+    raw: Vec<u8>,
+    algorithm: KeyAlgorithm,
+}
+
+impl SpkiPublicKey {
+    /// Parses an SPKI of the given algorithm.
+    pub fn new(spki_der: &[u8], algorithm: KeyAlgorithm) -> Result<Self, Error> {
+        Ok(Self { raw: raw_public_key(spki_der).ok_or(Error::InvalidPublicKey)?, algorithm })
+    }
+}
+
+impl PublicKeyData for SpkiPublicKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.raw
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.algorithm.rcgen_alg()
+    }
+}
+
+/// The subjectPublicKey bits of an SPKI.
+fn raw_public_key(spki_der: &[u8]) -> Option<Vec<u8>> {
+    let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der).ok()?;
+    Some(spki.subject_public_key.data.to_vec())
+}
+
+fn odt(t: SystemTime) -> OffsetDateTime {
+    OffsetDateTime::from(t)
+}
+
+/// A random positive 127-bit serial from 16 random bytes.
+pub fn serial_from_bytes(mut bytes: [u8; 16]) -> SerialNumber {
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x01; // never a leading zero byte, so the DER encoding keeps 16 bytes
+    SerialNumber::from_slice(&bytes)
+}
+
+/// Parameters for the embedded local root.
+pub fn root_params(common_name: &str, now: SystemTime, validity: Duration, serial: [u8; 16]) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, common_name);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p.not_before = odt(now - BACKDATE);
+    p.not_after = odt(now + validity);
+    p.serial_number = Some(serial_from_bytes(serial));
+    p
+}
+
+/// Parameters for a host issuing certificate: CA, pathlen 0, name-constrained to `names`.
+pub fn host_issuing_params(
+    common_name: &str,
+    names: &[San],
+    now: SystemTime,
+    validity: Duration,
+    serial: [u8; 16],
+) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, common_name);
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.name_constraints = Some(NameConstraints {
+        permitted_subtrees: permitted_subtrees(names),
+        excluded_subtrees: Vec::new(),
+    });
+    p.use_authority_key_identifier_extension = true;
+    p.not_before = odt(now - BACKDATE.min(validity));
+    p.not_after = odt(now + validity);
+    p.serial_number = Some(serial_from_bytes(serial));
+    p
+}
+
+/// Name-constraint subtrees permitting exactly `names` (a DNS subtree also permits names
+/// below it, per RFC 5280; a wildcard `*.a.b` needs the subtree `a.b`).
+pub fn permitted_subtrees(names: &[San]) -> Vec<GeneralSubtree> {
+    let mut out: Vec<GeneralSubtree> = Vec::new();
+    for n in names {
+        let t = match n {
+            San::Dns(d) => GeneralSubtree::DnsName(d.strip_prefix("*.").unwrap_or(d).to_owned()),
+            San::Ip(IpAddr::V4(a)) => GeneralSubtree::IpAddress(CidrSubnet::V4(a.octets(), [255; 4])),
+            San::Ip(IpAddr::V6(a)) => GeneralSubtree::IpAddress(CidrSubnet::V6(a.octets(), [255; 16])),
+        };
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out
+}
+
+/// Whether a name is inside the permitted names of a host issuing certificate.
+pub fn name_permitted(name: &San, permitted: &[San]) -> bool {
+    permitted.iter().any(|p| match (name, p) {
+        (San::Ip(a), San::Ip(b)) => a == b,
+        (San::Dns(n), San::Dns(c)) => {
+            let c = c.strip_prefix("*.").unwrap_or(c);
+            let n = n.strip_prefix("*.").unwrap_or(n);
+            n == c || n.ends_with(&format!(".{c}"))
+        }
+        _ => false,
+    })
+}
+
+fn dn_type(a: DnAttribute) -> DnType {
+    match a {
+        DnAttribute::CommonName => DnType::CommonName,
+        DnAttribute::Organization => DnType::OrganizationName,
+        DnAttribute::OrganizationalUnit => DnType::OrganizationalUnitName,
+        DnAttribute::Country => DnType::CountryName,
+        DnAttribute::State => DnType::StateOrProvinceName,
+        DnAttribute::Locality => DnType::LocalityName,
+    }
+}
+
+/// Parameters for a leaf of `identity`, valid from `now` for its lifetime.
+pub fn leaf_params(identity: &Identity, now: SystemTime, serial: [u8; 16]) -> Result<CertificateParams, Error> {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
+    for (attr, value) in &identity.subject {
+        let v = match attr {
+            DnAttribute::Country => DnValue::PrintableString(
+                value.as_str().try_into().map_err(|_| Error::InvalidName(value.clone()))?,
+            ),
+            _ => DnValue::Utf8String(value.clone()),
+        };
+        p.distinguished_name.push(dn_type(*attr), v);
+    }
+    p.subject_alt_names = identity
+        .sans
+        .iter()
+        .map(|s| match s {
+            San::Dns(d) => d
+                .as_str()
+                .try_into()
+                .map(SanType::DnsName)
+                .map_err(|_| Error::InvalidName(d.clone())),
+            San::Ip(ip) => Ok(SanType::IpAddress(*ip)),
+        })
+        .collect::<Result<_, _>>()?;
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = match identity.key_type {
+        KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 => {
+            vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment]
+        }
+        _ => vec![KeyUsagePurpose::DigitalSignature],
+    };
+    p.extended_key_usages = identity
+        .ekus
+        .iter()
+        .map(|e| match e {
+            Eku::ServerAuth => ExtendedKeyUsagePurpose::ServerAuth,
+            Eku::ClientAuth => ExtendedKeyUsagePurpose::ClientAuth,
+        })
+        .collect();
+    p.use_authority_key_identifier_extension = true;
+    p.not_before = odt(now - BACKDATE.min(identity.lifetime));
+    p.not_after = odt(now + identity.lifetime);
+    p.serial_number = Some(serial_from_bytes(serial));
+    Ok(p)
+}
+
+/// What leafd needs to know about a certificate it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSummary {
+    /// Serial as lower-case hex.
+    pub serial: String,
+    /// notBefore.
+    pub not_before: SystemTime,
+    /// notAfter.
+    pub not_after: SystemTime,
+    /// Subject in RFC 2253-like order (as Kafka prints the principal).
+    pub subject: String,
+    /// SANs.
+    pub sans: Vec<San>,
+    /// Permitted name constraints (host issuing certificates).
+    pub permitted: Vec<San>,
+    /// SubjectPublicKeyInfo DER.
+    pub spki: Vec<u8>,
+}
+
+/// Parses the fields leafd uses.
+pub fn summarize(der: &[u8], what: &'static str) -> Result<CertSummary, Error> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| Error::Parse { what, source: e.to_string().into() })?;
+    let to_time = |t: x509_parser::time::ASN1Time| {
+        let ts = t.timestamp();
+        if ts >= 0 {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(ts as u64)
+        } else {
+            SystemTime::UNIX_EPOCH
+        }
+    };
+    let mut sans = Vec::new();
+    let mut permitted = Vec::new();
+    for ext in cert.extensions() {
+        match ext.parsed_extension() {
+            ParsedExtension::SubjectAlternativeName(san) => {
+                for n in &san.general_names {
+                    match n {
+                        GeneralName::DNSName(d) => sans.push(San::Dns(d.to_ascii_lowercase())),
+                        GeneralName::IPAddress(b) => {
+                            if let Some(ip) = ip_from_bytes(b) {
+                                sans.push(San::Ip(ip));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            ParsedExtension::NameConstraints(nc) => {
+                for st in nc.permitted_subtrees.iter().flatten() {
+                    match &st.base {
+                        GeneralName::DNSName(d) => permitted.push(San::Dns(d.to_ascii_lowercase())),
+                        GeneralName::IPAddress(b) if b.len() == 8 || b.len() == 32 => {
+                            if let Some(ip) = ip_from_bytes(&b[..b.len() / 2]) {
+                                permitted.push(San::Ip(ip));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(CertSummary {
+        serial: cert.raw_serial_as_string().replace(':', ""),
+        not_before: to_time(cert.validity().not_before),
+        not_after: to_time(cert.validity().not_after),
+        subject: rfc2253(&cert),
+        sans,
+        permitted,
+        spki: cert.public_key().raw.to_vec(),
+    })
+}
+
+fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
+    match b.len() {
+        4 => <[u8; 4]>::try_from(b).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(b).ok().map(IpAddr::from),
+        _ => None,
+    }
+}
+
+/// The subject as Java's `X500Principal.getName()` (RFC 2253) prints it, for the common
+/// attributes leafd writes: last RDN first, `,` separators, special characters escaped.
+fn rfc2253(cert: &X509Certificate<'_>) -> String {
+    let mut parts = Vec::new();
+    for rdn in cert.subject().iter() {
+        let mut avas = Vec::new();
+        for ava in rdn.iter() {
+            let oid = ava.attr_type().to_id_string();
+            let key = match oid.as_str() {
+                "2.5.4.3" => "CN",
+                "2.5.4.10" => "O",
+                "2.5.4.11" => "OU",
+                "2.5.4.6" => "C",
+                "2.5.4.8" => "ST",
+                "2.5.4.7" => "L",
+                other => other,
+            }
+            .to_owned();
+            let value = ava.as_str().unwrap_or("").to_owned();
+            avas.push(format!("{key}={}", escape_rfc2253(&value)));
+        }
+        parts.push(avas.join("+"));
+    }
+    parts.reverse();
+    parts.join(",")
+}
+
+/// Escapes an attribute value per RFC 2253 section 2.4.
+pub fn escape_rfc2253(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let n = v.chars().count();
+    for (i, c) in v.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (i == 0 && (c == ' ' || c == '#'))
+            || (i + 1 == n && c == ' ');
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Renders the configured subject (DER order) as Kafka will print it (RFC 2253).
+pub fn subject_string(subject: &[(DnAttribute, String)]) -> String {
+    let mut parts: Vec<String> = subject
+        .iter()
+        .map(|(a, v)| {
+            let k = match a {
+                DnAttribute::CommonName => "CN",
+                DnAttribute::Organization => "O",
+                DnAttribute::OrganizationalUnit => "OU",
+                DnAttribute::Country => "C",
+                DnAttribute::State => "ST",
+                DnAttribute::Locality => "L",
+            };
+            format!("{k}={}", escape_rfc2253(v))
+        })
+        .collect();
+    parts.reverse();
+    parts.join(",")
+}
+
+/// PEM-encodes certificates.
+pub fn to_pem(ders: &[Vec<u8>]) -> String {
+    ders.iter().map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.clone()))).collect()
+}
