@@ -6,3 +6,4 @@
 pub mod config;
 pub mod keys;
 pub mod secret;
+pub mod template;
