@@ -4,6 +4,8 @@
 //! See `ARCHITECTURE.md` for the module map and the invariants.
 
 pub mod config;
+pub mod ctl;
+pub mod daemon;
 pub mod issuer;
 pub mod keys;
 pub mod keystore;
@@ -11,4 +13,5 @@ pub mod renew;
 pub mod secret;
 pub mod state;
 pub mod telemetry;
+pub mod template;
 pub mod x509;

@@ -94,10 +94,11 @@ pub struct LocalCaSettings {
 /// One certificate target.
 #[derive(Debug, Clone)]
 pub struct Identity {
-    /// Unique name (`[a-z0-9][a-z0-9._-]*`).
+    /// Unique name (`[a-z0-9][a-z0-9._-]{0,62}`).
     pub name: String,
-    /// Subject DN, expanded, in the order written (most general first, e.g. `O=..,CN=..`
-    /// becomes the DER order O then CN).
+    /// Subject DN, expanded, in DER order (most general first). The config writes it the
+    /// way Kafka prints the principal (RFC 2253, CN first): `CN=b1,OU=kafka,O=Example` is
+    /// stored as `[(O, Example), (OU, kafka), (CN, b1)]`. One attribute per RDN.
     pub subject: Vec<(DnAttribute, String)>,
     /// Subject alternative names, expanded, deduplicated, in config order.
     pub sans: Vec<San>,
@@ -134,6 +135,34 @@ pub enum DnAttribute {
     State,
     /// `L`
     Locality,
+}
+
+impl DnAttribute {
+    /// The RFC 2253 keyword: `CN`, `O`, `OU`, `C`, `ST` or `L`.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Self::CommonName => "CN",
+            Self::Organization => "O",
+            Self::OrganizationalUnit => "OU",
+            Self::Country => "C",
+            Self::State => "ST",
+            Self::Locality => "L",
+        }
+    }
+
+    /// Parses an RFC 2253 keyword, ignoring ASCII case.
+    pub fn from_keyword(keyword: &str) -> Option<Self> {
+        [
+            Self::CommonName,
+            Self::Organization,
+            Self::OrganizationalUnit,
+            Self::Country,
+            Self::State,
+            Self::Locality,
+        ]
+        .into_iter()
+        .find(|a| a.keyword().eq_ignore_ascii_case(keyword))
+    }
 }
 
 /// A subject alternative name.
@@ -181,11 +210,13 @@ pub enum StoreFormat {
 pub struct Output {
     /// File format.
     pub format: StoreFormat,
-    /// Absolute path.
+    /// Absolute path (relative config values are joined to their file's directory; `..`
+    /// components are kept for the kernel to resolve).
     pub path: PathBuf,
     /// Store password (required for PKCS#12 and JKS, refused for PEM).
     pub password: Option<Secret>,
-    /// Entry alias (default: the identity name for keystores, `leafd-ca-N` for roots).
+    /// Entry alias (default: the identity name for keystores, `leafd-ca` for truststores;
+    /// a truststore writer that stores several roots derives one alias per root from it).
     pub alias: String,
     /// Owner uid to chown to, if set.
     pub owner: Option<u32>,
