@@ -37,8 +37,11 @@ pub fn main() -> ExitCode {
 }
 
 fn validate(path: &std::path::Path) -> ExitCode {
-    match config::load(path, &LoadEnv::from_process()) {
-        Ok(s) => {
+    match config::load_with_warnings(path, &LoadEnv::from_process()) {
+        Ok((s, warnings)) => {
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
             let names: Vec<&str> = s.identities.iter().map(|i| i.name.as_str()).collect();
             println!(
                 "{}: OK ({} file{}, {} identit{}: {})",

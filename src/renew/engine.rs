@@ -36,15 +36,9 @@ pub enum Error {
     /// A certificate could not be read.
     #[error(transparent)]
     X509(#[from] x509::Error),
-    /// Writing a store failed.
-    #[error("could not write {path}")]
-    Write {
-        /// The output.
-        path: String,
-        /// Cause.
-        #[source]
-        source: keystore::Error,
-    },
+    /// Writing a store failed (the error names the file).
+    #[error(transparent)]
+    Write(keystore::Error),
     /// Saving state failed.
     #[error(transparent)]
     State(#[from] state::Error),
@@ -114,6 +108,9 @@ pub struct Engine {
     host: Option<HostCert>,
     host_failures: u32,
     retry_at: HashMap<Option<String>, SystemTime>,
+    /// Last error per identity (`None`: the host certificate), also for identities that
+    /// never succeeded and so have no state entry yet.
+    errors: HashMap<Option<String>, String>,
 }
 
 /// What `Engine::start` found, for the log.
@@ -219,6 +216,7 @@ impl Engine {
             host,
             host_failures: 0,
             retry_at: HashMap::new(),
+            errors: HashMap::new(),
         };
         Ok((engine, report))
     }
@@ -229,6 +227,7 @@ impl Engine {
         let names: BTreeSet<&str> = settings.identities.iter().map(|i| i.name.as_str()).collect();
         self.state.identities.retain(|k, _| names.contains(k.as_str()));
         self.retry_at.clear();
+        self.errors.clear();
         self.settings = settings;
     }
 
@@ -280,12 +279,14 @@ impl Engine {
                 Ok(ev) => {
                     self.host_failures = 0;
                     self.retry_at.remove(&None);
+                    self.errors.remove(&None);
                     events.push(ev);
                 }
                 Err(e) => {
                     self.host_failures += 1;
                     let retry_at = now + self.retry_delay(self.host_failures);
                     self.retry_at.insert(None, retry_at);
+                    self.errors.insert(None, chain(&e));
                     events.push(Event::Failed { identity: None, error: chain(&e), retry_at });
                 }
             }
@@ -298,6 +299,7 @@ impl Engine {
             match self.rotate(identity, now).await {
                 Ok(ev) => {
                     self.retry_at.remove(&Some(identity.name.clone()));
+                    self.errors.remove(&Some(identity.name.clone()));
                     events.push(ev);
                 }
                 Err(e) => {
@@ -305,6 +307,7 @@ impl Engine {
                     let failures = self.state.identities.get(&identity.name).map(|s| s.failures + 1).unwrap_or(1);
                     let retry_at = now + self.retry_delay(failures);
                     self.retry_at.insert(Some(identity.name.clone()), retry_at);
+                    self.errors.insert(Some(identity.name.clone()), error.clone());
                     if let Some(s) = self.state.identities.get_mut(&identity.name) {
                         s.failures = failures;
                         s.last_error = Some(error.clone());
@@ -412,8 +415,12 @@ impl Engine {
             self.store.save(&self.state)?;
         }
         for e in &encoded {
-            keystore::write_output(e.output, &e.bytes)
-                .map_err(|source| Error::Write { path: e.output.path.display().to_string(), source })?;
+            if let Some(dir) = e.output.path.parent() {
+                if !dir.exists() {
+                    create_output_dir(dir).map_err(Error::Write)?;
+                }
+            }
+            keystore::write_output(e.output, &e.bytes).map_err(Error::Write)?;
         }
         let planned = next_renewal(
             summary.not_before,
@@ -472,12 +479,16 @@ impl Engine {
             .settings
             .identities
             .iter()
-            .filter(|i| self.state.identities.get(&i.name).is_some_and(|s| s.last_error.is_some()))
+            .filter(|i| self.errors.contains_key(&Some(i.name.clone())))
             .map(|i| i.name.as_str())
             .collect();
         let next = self.next_wakeup(now);
         let next = humantime::format_rfc3339_seconds(next);
-        let host = if self.host.is_some() { "" } else { "; no host issuing certificate" };
+        let host = match (&self.host, self.errors.get(&None)) {
+            (None, _) => "; no host issuing certificate",
+            (Some(_), Some(_)) => "; host issuing certificate renewal failing",
+            _ => "",
+        };
         if failing.is_empty() {
             format!("{total} identities ok; next renewal {next}{host}")
         } else {
@@ -489,4 +500,13 @@ impl Engine {
     pub fn host_key_algorithm(&self) -> KeyAlgorithm {
         self.host_key.algorithm
     }
+}
+
+/// Creates a missing output directory (0755: the files inside carry their own modes, and the
+/// broker's user must be able to reach them).
+fn create_output_dir(dir: &std::path::Path) -> Result<(), keystore::Error> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(|source| {
+        keystore::Error::CreateDir { path: dir.display().to_string(), source }
+    })
 }
