@@ -5,4 +5,5 @@
 
 pub mod config;
 pub mod keys;
+pub mod keystore;
 pub mod secret;
