@@ -181,6 +181,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A missing output directory could not be created.
+    #[error("could not create the output directory {path}")]
+    CreateDir {
+        /// The directory.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The temporary file could not be created (directory missing, not a directory, not
     /// writable, full).
     #[error("could not create a temporary file in {dir}")]
@@ -279,6 +288,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::ReadMetadata { source, .. }
+            | Self::CreateDir { source, .. }
             | Self::CreateTemp { source, .. }
             | Self::Write { source, .. }
             | Self::Chown { source, .. }
@@ -494,7 +504,17 @@ impl From<&Output> for FileSpec {
 
 /// Atomically replaces `output.path` with `bytes`, with the output's mode, owner and group.
 /// Verify the bytes first ([`verify_keystore`], [`verify_truststore`]).
+/// A missing parent directory is created with mode 0755: the files inside carry their own
+/// modes, and the broker's user must be able to reach them.
 pub fn write_output(output: &Output, bytes: &[u8]) -> Result<WriteOutcome, Error> {
+    if let Some(dir) = output.path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|source| Error::CreateDir { path: dir.display().to_string(), source })?;
+    }
     write_atomic(&output.path, bytes, &FileSpec::from(output))
 }
 

@@ -415,11 +415,6 @@ impl Engine {
             self.store.save(&self.state)?;
         }
         for e in &encoded {
-            if let Some(dir) = e.output.path.parent() {
-                if !dir.exists() {
-                    create_output_dir(dir).map_err(Error::Write)?;
-                }
-            }
             keystore::write_output(e.output, &e.bytes).map_err(Error::Write)?;
         }
         let planned = next_renewal(
@@ -502,11 +497,3 @@ impl Engine {
     }
 }
 
-/// Creates a missing output directory (0755: the files inside carry their own modes, and the
-/// broker's user must be able to reach them).
-fn create_output_dir(dir: &std::path::Path) -> Result<(), keystore::Error> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(|source| {
-        keystore::Error::CreateDir { path: dir.display().to_string(), source }
-    })
-}
