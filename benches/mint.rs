@@ -1,12 +1,14 @@
 //! Mint one leaf (fresh key + signature by the host key) and write its PKCS#12 keystore and
 //! truststore atomically with fsync: the hot path of every rotation.
 
+#![allow(clippy::expect_used, reason = "benchmark set-up: a failure must abort the run")]
+
 use std::time::SystemTime;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use leafd::config::{IssuerSettings, LoadEnv};
-use leafd::issuer::local::LocalCa;
 use leafd::issuer::HostCertRequest;
+use leafd::issuer::local::LocalCa;
 use leafd::keys::soft::SoftBackend;
 use leafd::keys::{KeyAlgorithm, KeyBackend, KeySpec};
 use leafd::keystore;
@@ -47,7 +49,10 @@ password-file = "{pass}"
     std::fs::create_dir_all(root.join("tls")).expect("tls dir");
     let path = root.join("leafd.toml");
     std::fs::write(&path, config).expect("config");
-    let env = LoadEnv { credentials_directory: None, hostname: "bench".into() };
+    let env = LoadEnv {
+        credentials_directory: None,
+        hostname: "bench".into(),
+    };
     let settings = leafd::config::load(&path, &env).expect("config loads");
     let identity = settings.identities[0].clone();
 
@@ -56,7 +61,10 @@ password-file = "{pass}"
     let ca = LocalCa::open_or_create(&root.join("state/ca"), ca_settings, now).expect("local CA");
     let mut backend = SoftBackend::open(&root.join("state/keys")).expect("soft backend");
     let host_key = backend
-        .generate(&KeySpec { label: "host".into(), algorithm: KeyAlgorithm::EcdsaP256 })
+        .generate(&KeySpec {
+            label: "host".into(),
+            algorithm: KeyAlgorithm::EcdsaP256,
+        })
         .expect("host key");
     let req = HostCertRequest {
         spki_der: backend.public_key(&host_key).expect("spki"),
@@ -69,12 +77,30 @@ password-file = "{pass}"
 
     let mut group = c.benchmark_group("rotation");
     group.bench_function("mint_leaf_p256", |b| {
-        b.iter(|| mint_leaf(&mut backend, &host_key, &host_cert, &identity, SystemTime::now()).expect("mint"))
+        b.iter(|| {
+            mint_leaf(
+                &mut backend,
+                &host_key,
+                &host_cert,
+                &identity,
+                SystemTime::now(),
+            )
+            .expect("mint")
+        })
     });
     group.bench_function("mint_and_write_pkcs12", |b| {
         b.iter(|| {
-            let minted = mint_leaf(&mut backend, &host_key, &host_cert, &identity, SystemTime::now()).expect("mint");
-            for e in encode_outputs(&identity, &minted, &issued.chain, &issued.roots).expect("encode") {
+            let minted = mint_leaf(
+                &mut backend,
+                &host_key,
+                &host_cert,
+                &identity,
+                SystemTime::now(),
+            )
+            .expect("mint");
+            for e in
+                encode_outputs(&identity, &minted, &issued.chain, &issued.roots).expect("encode")
+            {
                 keystore::write_output(e.output, &e.bytes).expect("write");
             }
         })

@@ -43,8 +43,16 @@ pub fn init(default_level: &str) -> LogControl {
     let (filter, handle) = reload::Layer::new(filter);
     let journald = std::env::var_os("JOURNAL_STREAM")
         .and_then(|_| tracing_journald::layer().ok())
-        .map(|l| l.with_field_prefix(None).with_syslog_identifier("leafd".into()));
-    let fmt = journald.is_none().then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())));
+        .map(|l| {
+            l.with_field_prefix(None)
+                .with_syslog_identifier("leafd".into())
+        });
+    let fmt = journald.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    });
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(journald.map(|l| l.boxed()))

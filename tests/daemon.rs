@@ -28,8 +28,14 @@ fn stores(id: &str, with_outputs: &[(&str, &str)]) -> String {
             "pkcs12" => "p12",
             other => other,
         };
-        let file = if *kind == "keystore" { format!("{id}.{ext}") } else { format!("{id}-trust.{ext}") };
-        s.push_str(&format!("\n[[identity.{kind}]]\nformat = \"{format}\"\npath = \"@DIR@/tls/{file}\"\n"));
+        let file = if *kind == "keystore" {
+            format!("{id}.{ext}")
+        } else {
+            format!("{id}-trust.{ext}")
+        };
+        s.push_str(&format!(
+            "\n[[identity.{kind}]]\nformat = \"{format}\"\npath = \"@DIR@/tls/{file}\"\n"
+        ));
         if *format != "pem" {
             s.push_str("password-file = \"@DIR@/store.pass\"\n");
         }
@@ -78,7 +84,12 @@ fn keytool_list(path: &Path, kind: &str) -> String {
         .output()
         .expect(java::JDK_MISSING);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "keytool -list {}: {text}{}", path.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "keytool -list {}: {text}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     text
 }
 
@@ -94,17 +105,24 @@ fn stores_load_in_java_and_identities_handshake() {
     for id in ["broker", "client"] {
         for ext in ["p12", "jks", "pem"] {
             let ks = store(&setup, &format!("{id}.{ext}"));
-            let line = batch.load_keystore(&ks).unwrap_or_else(|e| panic!("{id}.{ext}: {e}"));
+            let line = batch
+                .load_keystore(&ks)
+                .unwrap_or_else(|e| panic!("{id}.{ext}: {e}"));
             assert!(line.contains("key-entries=1 chain-length=2"), "{line}");
             let ts = store(&setup, &format!("{id}-trust.{ext}"));
-            let line = batch.load_truststore(&ts).unwrap_or_else(|e| panic!("{id}-trust.{ext}: {e}"));
+            let line = batch
+                .load_truststore(&ts)
+                .unwrap_or_else(|e| panic!("{id}-trust.{ext}: {e}"));
             assert!(line.contains("trusted=1"), "{line}");
         }
     }
     // keytool reads every PKCS#12 and JKS store.
     for id in ["broker", "client"] {
         let ks = keytool_list(&setup.path(&format!("tls/{id}.p12")), "PKCS12");
-        assert!(ks.contains("PrivateKeyEntry") && ks.contains("Certificate chain length: 2"), "{ks}");
+        assert!(
+            ks.contains("PrivateKeyEntry") && ks.contains("Certificate chain length: 2"),
+            "{ks}"
+        );
         let ks = keytool_list(&setup.path(&format!("tls/{id}.jks")), "JKS");
         assert!(ks.contains("PrivateKeyEntry"), "{ks}");
         let ts = keytool_list(&setup.path(&format!("tls/{id}-trust.p12")), "PKCS12");
@@ -125,23 +143,40 @@ fn stores_load_in_java_and_identities_handshake() {
                     host,
                 )
                 .unwrap_or_else(|e| panic!("handshake with {ext} stores to {host}: {e}"));
-            assert!(line.contains("server-saw=CN=app-orders,OU=apps,O=leafd test"), "{line}");
-            assert!(line.contains("client-saw=CN=localhost,OU=kafka,O=leafd test"), "{line}");
+            assert!(
+                line.contains("server-saw=CN=app-orders,OU=apps,O=leafd test"),
+                "{line}"
+            );
+            assert!(
+                line.contains("client-saw=CN=localhost,OU=kafka,O=leafd test"),
+                "{line}"
+            );
         }
     }
 
     // Files are written with the default mode 0600.
     use std::os::unix::fs::PermissionsExt;
-    let mode = fs::metadata(setup.path("tls/broker.p12")).unwrap().permissions().mode();
+    let mode = fs::metadata(setup.path("tls/broker.p12"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 
     // A restart keeps the valid leaves instead of re-minting them.
-    let serial = setup.identity_state("broker")["serial"].as_str().unwrap().to_owned();
+    let serial = setup.identity_state("broker")["serial"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let before = bytes(&setup.path("tls/broker.p12"));
     assert_eq!(setup.stop(), 0, "clean exit on SIGTERM");
     setup.start();
-    setup.wait_for("ready after restart", Duration::from_secs(30), |s| s.log().contains("ready"));
-    assert_eq!(setup.identity_state("broker")["serial"].as_str().unwrap(), serial);
+    setup.wait_for("ready after restart", Duration::from_secs(30), |s| {
+        s.log().contains("ready")
+    });
+    assert_eq!(
+        setup.identity_state("broker")["serial"].as_str().unwrap(),
+        serial
+    );
     assert_eq!(bytes(&setup.path("tls/broker.p12")), before);
     assert_eq!(setup.rotations("broker"), 1);
     assert_eq!(setup.stop(), 0);
@@ -151,7 +186,9 @@ fn stores_load_in_java_and_identities_handshake() {
 fn leaf_outside_name_constraints_is_rejected_by_java_and_openssl() {
     let mut setup = Setup::new(&two_identities("10m"));
     setup.start();
-    setup.wait_for("first rotation", Duration::from_secs(30), |s| s.rotations("broker") >= 1);
+    setup.wait_for("first rotation", Duration::from_secs(30), |s| {
+        s.rotations("broker") >= 1
+    });
     assert_eq!(setup.stop(), 0);
 
     let state = setup.state().unwrap();
@@ -162,10 +199,15 @@ fn leaf_outside_name_constraints_is_rejected_by_java_and_openssl() {
 
     // The daemon's own leaf validates.
     let pem = fs::read_to_string(setup.path("tls/broker.pem")).unwrap();
-    let certs: Vec<_> = pem::parse_many(&pem).unwrap().into_iter().filter(|p| p.tag() == "CERTIFICATE").collect();
+    let certs: Vec<_> = pem::parse_many(&pem)
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.tag() == "CERTIFICATE")
+        .collect();
     fs::write(setup.path("good-chain.pem"), pem::encode_many(&certs)).unwrap();
     fs::write(setup.path("good-leaf.pem"), pem::encode(&certs[0])).unwrap();
-    java::pkix(&setup.path("good-chain.pem"), &setup.path("roots.pem")).expect("daemon leaf validates");
+    java::pkix(&setup.path("good-chain.pem"), &setup.path("roots.pem"))
+        .expect("daemon leaf validates");
     openssl_verify(&setup, "good-leaf.pem").expect("daemon leaf verifies with openssl");
 
     // A leaf for a name the host was never allowed, signed by the real host key.
@@ -175,12 +217,22 @@ fn leaf_outside_name_constraints_is_rejected_by_java_and_openssl() {
     let host_der = pem::parse(&host_chain).unwrap().into_contents();
     let mut identity = leafd::config::Identity {
         name: "rogue".into(),
-        subject: vec![(leafd::config::DnAttribute::CommonName, "evil.example".into())],
+        subject: vec![(
+            leafd::config::DnAttribute::CommonName,
+            "evil.example".into(),
+        )],
         sans: vec![leafd::config::San::Dns("evil.example".into())],
         key_type: leafd::keys::KeyAlgorithm::EcdsaP256,
-        ekus: vec![leafd::config::Eku::ServerAuth, leafd::config::Eku::ClientAuth],
+        ekus: vec![
+            leafd::config::Eku::ServerAuth,
+            leafd::config::Eku::ClientAuth,
+        ],
         lifetime: Duration::from_secs(600),
-        renewal: leafd::config::RenewalSettings { at: 0.66, jitter: 0.0, min_delay: Duration::from_secs(1) },
+        renewal: leafd::config::RenewalSettings {
+            at: 0.66,
+            jitter: 0.0,
+            min_delay: Duration::from_secs(1),
+        },
         allow_dn_change: false,
         allow_san_change: false,
         keystores: vec![],
@@ -191,15 +243,32 @@ fn leaf_outside_name_constraints_is_rejected_by_java_and_openssl() {
         ("ip", leafd::config::San::Ip("10.9.9.9".parse().unwrap())),
     ] {
         identity.sans = vec![san];
-        let minted =
-            leafd::renew::mint::mint_leaf(&mut backend, &host_key, &host_der, &identity, SystemTime::now()).unwrap();
+        let minted = leafd::renew::mint::mint_leaf(
+            &mut backend,
+            &host_key,
+            &host_der,
+            &identity,
+            SystemTime::now(),
+        )
+        .unwrap();
         let leaf_pem = pem::encode(&pem::Pem::new("CERTIFICATE", minted.cert_der.clone()));
         fs::write(setup.path(&format!("evil-{name}.pem")), &leaf_pem).unwrap();
-        fs::write(setup.path(&format!("evil-{name}-chain.pem")), format!("{leaf_pem}{host_chain}")).unwrap();
-        let err = java::pkix(&setup.path(&format!("evil-{name}-chain.pem")), &setup.path("roots.pem"))
-            .expect_err("Java PKIX must reject a name outside the constraints");
-        assert!(err.contains("INVALID_NAME") || err.to_lowercase().contains("name"), "{err}");
-        let err = openssl_verify(&setup, &format!("evil-{name}.pem")).expect_err("openssl must reject it too");
+        fs::write(
+            setup.path(&format!("evil-{name}-chain.pem")),
+            format!("{leaf_pem}{host_chain}"),
+        )
+        .unwrap();
+        let err = java::pkix(
+            &setup.path(&format!("evil-{name}-chain.pem")),
+            &setup.path("roots.pem"),
+        )
+        .expect_err("Java PKIX must reject a name outside the constraints");
+        assert!(
+            err.contains("INVALID_NAME") || err.to_lowercase().contains("name"),
+            "{err}"
+        );
+        let err = openssl_verify(&setup, &format!("evil-{name}.pem"))
+            .expect_err("openssl must reject it too");
         assert!(err.contains("permitted subtree violation"), "{err}");
     }
 }
@@ -213,8 +282,16 @@ fn openssl_verify(setup: &Setup, leaf: &str) -> Result<String, String> {
         .arg(setup.path(leaf))
         .output()
         .expect("openssl missing: apt-get install -y openssl");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if out.status.success() { Ok(text) } else { Err(text) }
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
 }
 
 #[test]
@@ -222,17 +299,29 @@ fn kill9_at_random_moments_never_leaves_a_broken_store() {
     const IDENTITIES: usize = 8;
     let mut config = header(true);
     for i in 0..IDENTITIES {
-        let formats: &[(&str, &str)] = if i == 0 { ALL_FORMATS } else { &[("keystore", "pkcs12"), ("truststore", "pkcs12")] };
+        let formats: &[(&str, &str)] = if i == 0 {
+            ALL_FORMATS
+        } else {
+            &[("keystore", "pkcs12"), ("truststore", "pkcs12")]
+        };
         config.push_str(&format!(
             "\n[[identity]]\nname = \"id{i}\"\nsubject = \"CN=id{i}.leafd.test\"\nsans = [\"id{i}.leafd.test\"]\nlifetime = \"1s\"\n{}",
             stores(&format!("id{i}"), formats)
         ));
     }
     let mut setup = Setup::new(&config);
-    let total = |s: &Setup| (0..IDENTITIES).map(|i| s.rotations(&format!("id{i}"))).sum::<u64>();
+    let total = |s: &Setup| {
+        (0..IDENTITIES)
+            .map(|i| s.rotations(&format!("id{i}")))
+            .sum::<u64>()
+    };
     let mut all_stores = Vec::new();
     for i in 0..IDENTITIES {
-        let exts: &[&str] = if i == 0 { &["p12", "jks", "pem"] } else { &["p12"] };
+        let exts: &[&str] = if i == 0 {
+            &["p12", "jks", "pem"]
+        } else {
+            &["p12"]
+        };
         for ext in exts {
             all_stores.push((true, store(&setup, &format!("id{i}.{ext}"))));
             all_stores.push((false, store(&setup, &format!("id{i}-trust.{ext}"))));
@@ -240,15 +329,21 @@ fn kill9_at_random_moments_never_leaves_a_broken_store() {
     }
 
     setup.start();
-    setup.wait_for("every identity written once", Duration::from_secs(30), |s| {
-        (0..IDENTITIES).all(|i| s.rotations(&format!("id{i}")) >= 1)
-    });
+    setup.wait_for(
+        "every identity written once",
+        Duration::from_secs(30),
+        |s| (0..IDENTITIES).all(|i| s.rotations(&format!("id{i}")) >= 1),
+    );
     let mut rng = rand::thread_rng();
     let mut batch = Batch::new();
     let mut kills = 0;
     let started = Instant::now();
     while total(&setup) < 200 {
-        assert!(started.elapsed() < Duration::from_secs(600), "too slow: {} rotations", total(&setup));
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "too slow: {} rotations",
+            total(&setup)
+        );
         if setup.child.is_none() {
             setup.start();
         }
@@ -256,18 +351,35 @@ fn kill9_at_random_moments_never_leaves_a_broken_store() {
         setup.kill9();
         kills += 1;
         for (is_keystore, s) in &all_stores {
-            let r = if *is_keystore { batch.load_keystore(s) } else { batch.load_truststore(s) };
-            r.unwrap_or_else(|e| panic!("after kill {kills}: {} does not load: {e}", s.path.display()));
+            let r = if *is_keystore {
+                batch.load_keystore(s)
+            } else {
+                batch.load_truststore(s)
+            };
+            r.unwrap_or_else(|e| {
+                panic!(
+                    "after kill {kills}: {} does not load: {e}",
+                    s.path.display()
+                )
+            });
         }
     }
     assert!(kills >= 10, "only {kills} kills");
     // The restarted daemon carries on rotating and stops cleanly.
     let before = total(&setup);
     setup.start();
-    setup.wait_for("rotations after the last restart", Duration::from_secs(30), |s| total(s) >= before + IDENTITIES as u64);
+    setup.wait_for(
+        "rotations after the last restart",
+        Duration::from_secs(30),
+        |s| total(s) >= before + IDENTITIES as u64,
+    );
     assert_eq!(setup.stop(), 0);
     for (is_keystore, s) in &all_stores {
-        let r = if *is_keystore { batch.load_keystore(s) } else { batch.load_truststore(s) };
+        let r = if *is_keystore {
+            batch.load_keystore(s)
+        } else {
+            batch.load_truststore(s)
+        };
         r.unwrap_or_else(|e| panic!("at the end: {} does not load: {e}", s.path.display()));
     }
     let leftovers: Vec<_> = fs::read_dir(setup.path("tls"))
@@ -276,7 +388,10 @@ fn kill9_at_random_moments_never_leaves_a_broken_store() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with('.'))
         .collect();
-    assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "temporary files left behind: {leftovers:?}"
+    );
     eprintln!("{kills} kills across {} rotations", total(&setup));
 }
 
@@ -284,17 +399,29 @@ fn kill9_at_random_moments_never_leaves_a_broken_store() {
 fn corrupt_state_is_moved_aside_and_rebuilt() {
     let mut setup = Setup::new(&two_identities("10m"));
     setup.start();
-    setup.wait_for("first rotation", Duration::from_secs(30), |s| s.rotations("broker") >= 1);
+    setup.wait_for("first rotation", Duration::from_secs(30), |s| {
+        s.rotations("broker") >= 1
+    });
     assert_eq!(setup.stop(), 0);
-    fs::write(setup.path("state/state.json"), b"{\"version\": 1, \"identities\": [garbage").unwrap();
+    fs::write(
+        setup.path("state/state.json"),
+        b"{\"version\": 1, \"identities\": [garbage",
+    )
+    .unwrap();
     setup.start();
-    setup.wait_for("rebuilt state", Duration::from_secs(30), |s| s.rotations("broker") >= 1 && s.rotations("client") >= 1);
+    setup.wait_for("rebuilt state", Duration::from_secs(30), |s| {
+        s.rotations("broker") >= 1 && s.rotations("client") >= 1
+    });
     let log = setup.log();
     assert!(log.contains("state file was corrupt"), "{log}");
     let moved: Vec<_> = fs::read_dir(setup.path("state"))
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("state.json.corrupt-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("state.json.corrupt-")
+        })
         .collect();
     assert_eq!(moved.len(), 1);
     java::load_keystore(&store(&setup, "broker.p12")).unwrap();
@@ -306,16 +433,27 @@ fn sighup_with_a_broken_config_keeps_the_old_one_running() {
     let good = two_identities("2s");
     let mut setup = Setup::new(&good);
     setup.start();
-    setup.wait_for("first rotation", Duration::from_secs(30), |s| s.rotations("broker") >= 1);
+    setup.wait_for("first rotation", Duration::from_secs(30), |s| {
+        s.rotations("broker") >= 1
+    });
 
-    setup.write_config(&format!("{good}\n[[identity]]\nname = \"third\"\nbogus-key = 1\n"));
+    setup.write_config(&format!(
+        "{good}\n[[identity]]\nname = \"third\"\nbogus-key = 1\n"
+    ));
     setup.signal(Signal::SIGHUP);
-    setup.wait_for("rejection logged", Duration::from_secs(10), |s| s.log().contains("new configuration rejected"));
+    setup.wait_for("rejection logged", Duration::from_secs(10), |s| {
+        s.log().contains("new configuration rejected")
+    });
     let log = setup.log();
-    assert!(log.contains("leafd.toml:") && log.contains("bogus-key"), "{log}");
+    assert!(
+        log.contains("leafd.toml:") && log.contains("bogus-key"),
+        "{log}"
+    );
     // Still running on the old config: it keeps rotating.
     let r = setup.rotations("broker");
-    setup.wait_for("rotation on the old config", Duration::from_secs(15), |s| s.rotations("broker") > r);
+    setup.wait_for("rotation on the old config", Duration::from_secs(15), |s| {
+        s.rotations("broker") > r
+    });
     java::load_keystore(&store(&setup, "broker.p12")).unwrap();
 
     // A good new config is picked up.
@@ -324,7 +462,9 @@ fn sighup_with_a_broken_config_keeps_the_old_one_running() {
         stores("third", &[("keystore", "pkcs12")])
     ));
     setup.signal(Signal::SIGHUP);
-    setup.wait_for("new identity rotated", Duration::from_secs(15), |s| s.rotations("third") >= 1);
+    setup.wait_for("new identity rotated", Duration::from_secs(15), |s| {
+        s.rotations("third") >= 1
+    });
     java::load_keystore(&store(&setup, "third.p12")).unwrap();
     assert_eq!(setup.stop(), 0);
 }
@@ -335,35 +475,57 @@ fn config_error(config: &str, expect: &[&str]) {
     let path = path.to_str().unwrap();
     for (bin, args) in [
         (env!("CARGO_BIN_EXE_leafd"), vec!["--config", path]),
-        (env!("CARGO_BIN_EXE_leafctl"), vec!["validate", "--config", path]),
+        (
+            env!("CARGO_BIN_EXE_leafctl"),
+            vec!["validate", "--config", path],
+        ),
     ] {
         let (code, out) = run_bin(bin, &args);
         assert_eq!(code, 78, "{bin} should exit 78 (EX_CONFIG); output:\n{out}");
         for e in expect {
             assert!(out.contains(e), "{bin}: expected {e:?} in:\n{out}");
         }
-        assert!(!out.contains(PASSWORD), "a password leaked into the output:\n{out}");
+        assert!(
+            !out.contains(PASSWORD),
+            "a password leaked into the output:\n{out}"
+        );
     }
 }
 
 #[test]
 fn config_errors_exit_78_with_file_line_and_column() {
     let base = two_identities("10m");
-    config_error(&format!("{base}\n[[identity]]\nname = \"x\"\nsans = [\"x\"]\nfrobnicate = true\n"), &[
-        "leafd.toml:",
-        "frobnicate",
-    ]);
-    config_error(&base.replace("lifetime = \"10m\"", "lifetime = 600"), &["leafd.toml:", "lifetime"]);
-    config_error(&base.replace("\"localhost\", \"127.0.0.1\"", "\"b{brokr_id}.leafd.test\""), &[
-        "leafd.toml:",
-        "brokr_id",
-    ]);
-    config_error(&base.replace("@DIR@/store.pass", "@DIR@/missing.pass"), &["leafd.toml:", "missing.pass"]);
+    config_error(
+        &format!("{base}\n[[identity]]\nname = \"x\"\nsans = [\"x\"]\nfrobnicate = true\n"),
+        &["leafd.toml:", "frobnicate"],
+    );
+    config_error(
+        &base.replace("lifetime = \"10m\"", "lifetime = 600"),
+        &["leafd.toml:12:12", "invalid type"],
+    );
+    config_error(
+        &base.replace("\"localhost\", \"127.0.0.1\"", "\"b{brokr_id}.leafd.test\""),
+        &["leafd.toml:", "brokr_id"],
+    );
+    config_error(
+        &base.replace("@DIR@/store.pass", "@DIR@/missing.pass"),
+        &["leafd.toml:", "missing.pass"],
+    );
     // A password file that exists but cannot be read as one (a directory).
-    config_error(&base.replace("@DIR@/store.pass", "@DIR@/tls"), &["leafd.toml:"]);
+    config_error(
+        &base.replace("@DIR@/store.pass", "@DIR@/tls"),
+        &["leafd.toml:"],
+    );
     // leafctl validate accepts the good config.
     let setup = Setup::new(&base);
-    let (code, out) = run_bin(env!("CARGO_BIN_EXE_leafctl"), &["validate", "--config", setup.config_path().to_str().unwrap()]);
+    let (code, out) = run_bin(
+        env!("CARGO_BIN_EXE_leafctl"),
+        &[
+            "validate",
+            "--config",
+            setup.config_path().to_str().unwrap(),
+        ],
+    );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("broker") && out.contains("client"), "{out}");
 }
@@ -373,7 +535,9 @@ fn unwritable_output_directory_keeps_the_last_good_keystore() {
     use std::os::unix::fs::PermissionsExt;
     let mut setup = Setup::new(&two_identities("2s"));
     setup.start_unprivileged();
-    setup.wait_for("first rotation", Duration::from_secs(30), |s| s.rotations("broker") >= 1);
+    setup.wait_for("first rotation", Duration::from_secs(30), |s| {
+        s.rotations("broker") >= 1
+    });
     let tls = setup.path("tls");
     fs::set_permissions(&tls, fs::Permissions::from_mode(0o555)).unwrap();
     // Let an in-flight rotation finish, then take a snapshot.
@@ -382,11 +546,27 @@ fn unwritable_output_directory_keeps_the_last_good_keystore() {
     setup.wait_for("a failed rotation", Duration::from_secs(20), |s| {
         s.identity_state("broker")["last_error"].as_str().is_some()
     });
-    let error = setup.identity_state("broker")["last_error"].as_str().unwrap().to_owned();
-    assert!(error.contains(tls.to_str().unwrap()), "the error names the directory: {error}");
-    assert!(setup.log().contains("rotation failed, previous keystores kept"), "{}", setup.log());
+    let error = setup.identity_state("broker")["last_error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        error.contains(tls.to_str().unwrap()),
+        "the error names the directory: {error}"
+    );
+    assert!(
+        setup
+            .log()
+            .contains("rotation failed, previous keystores kept"),
+        "{}",
+        setup.log()
+    );
     assert!(setup.running());
-    assert_eq!(bytes(&setup.path("tls/broker.p12")), before, "the last good keystore stays in place");
+    assert_eq!(
+        bytes(&setup.path("tls/broker.p12")),
+        before,
+        "the last good keystore stays in place"
+    );
     java::load_keystore(&store(&setup, "broker.p12")).unwrap();
 
     // Once the directory is writable again the daemon recovers by itself.

@@ -21,9 +21,9 @@ use tracing::{error, info, warn};
 use crate::config::{self, IssuerSettings, LoadEnv, Settings};
 use crate::issuer::IssuerKind;
 use crate::issuer::local::LocalCa;
+use crate::keys::KeyBackend;
 use crate::keys::soft::SoftBackend;
 use crate::keys::worker::KeyService;
-use crate::keys::KeyBackend;
 use crate::renew::engine::{Engine, Event, chain};
 use crate::telemetry::{self, LogControl};
 
@@ -37,7 +37,11 @@ pub const EXIT_SOFTWARE: u8 = 70;
 
 /// leafd: the host certificate daemon.
 #[derive(Debug, Parser)]
-#[command(name = "leafd", version, about = "Keeps Kafka TLS keystores fresh with short-lived leaves")]
+#[command(
+    name = "leafd",
+    version,
+    about = "Keeps Kafka TLS keystores fresh with short-lived leaves"
+)]
 pub struct Args {
     /// Main config file; drop-ins are read from `<stem>.d/*.toml` beside it.
     #[arg(short, long, default_value = "/etc/leafd/leafd.toml")]
@@ -59,7 +63,10 @@ pub fn main() -> ExitCode {
     if let Err(e) = log.set_level(&settings.daemon.log_level) {
         warn!("ignoring log-level: {e}");
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             error!("could not start the runtime: {e}");
@@ -89,7 +96,12 @@ fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Builds everything from `settings` and runs until SIGTERM/SIGINT.
-pub async fn run(config_path: &Path, env: &LoadEnv, settings: Settings, log: &LogControl) -> anyhow::Result<()> {
+pub async fn run(
+    config_path: &Path,
+    env: &LoadEnv,
+    settings: Settings,
+    log: &LogControl,
+) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let state_dir = settings.daemon.state_directory.clone();
     ensure_private_dir(&state_dir)?;
@@ -103,7 +115,8 @@ pub async fn run(config_path: &Path, env: &LoadEnv, settings: Settings, log: &Lo
     .context("could not start the key backend")?;
     let issuer = match &settings.issuer {
         IssuerSettings::Local(ca) => IssuerKind::Local(
-            LocalCa::open_or_create(&state_dir.join("ca"), ca, now).context("could not open the local CA")?,
+            LocalCa::open_or_create(&state_dir.join("ca"), ca, now)
+                .context("could not open the local CA")?,
         ),
     };
     let (engine, report) = Engine::start(settings.clone(), keys.clone(), issuer, now)
@@ -111,6 +124,12 @@ pub async fn run(config_path: &Path, env: &LoadEnv, settings: Settings, log: &Lo
         .context("could not start the renewal engine")?;
     if let Some((moved_to, reason)) = &report.corrupt_state {
         error!(path = %moved_to, "state file was corrupt ({reason}); moved it aside and rebuilt state from scratch");
+    }
+    if report.stale_temps_removed > 0 {
+        info!(
+            count = report.stale_temps_removed,
+            "removed temporary files left by an interrupted write"
+        );
     }
     if report.generated_host_key {
         info!(backend = keys.backend_name(), "generated a new host key");
@@ -158,7 +177,10 @@ pub async fn run(config_path: &Path, env: &LoadEnv, settings: Settings, log: &Lo
     }
     notify(&[NotifyState::Stopping]);
     token.cancel();
-    if tokio::time::timeout(DRAIN_GRACE, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(DRAIN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
         warn!("rotation still running after {DRAIN_GRACE:?}; exiting anyway");
     }
     Ok(())
@@ -172,20 +194,32 @@ fn log_event(ev: &Event) {
             not_after = %humantime::format_rfc3339_seconds(*not_after),
             "host issuing certificate issued"
         ),
-        Event::Rotated { identity, serial, not_after } => info!(
+        Event::Rotated {
+            identity,
+            serial,
+            not_after,
+        } => info!(
             message_id = telemetry::MSG_ROTATED,
             cert = %identity,
             serial = %serial,
             not_after = %humantime::format_rfc3339_seconds(*not_after),
             "certificate rotated"
         ),
-        Event::Failed { identity: Some(id), error, retry_at } => warn!(
+        Event::Failed {
+            identity: Some(id),
+            error,
+            retry_at,
+        } => warn!(
             message_id = telemetry::MSG_ROTATION_FAILED,
             cert = %id,
             retry_at = %humantime::format_rfc3339_seconds(*retry_at),
             "rotation failed, previous keystores kept: {error}"
         ),
-        Event::Failed { identity: None, error, retry_at } => error!(
+        Event::Failed {
+            identity: None,
+            error,
+            retry_at,
+        } => error!(
             message_id = telemetry::MSG_HOST_CERT_FAILED,
             retry_at = %humantime::format_rfc3339_seconds(*retry_at),
             "host issuing certificate not renewed: {error}"
@@ -193,7 +227,11 @@ fn log_event(ev: &Event) {
     }
 }
 
-async fn engine_loop(mut engine: Engine, mut settings: watch::Receiver<Arc<Settings>>, token: CancellationToken) {
+async fn engine_loop(
+    mut engine: Engine,
+    mut settings: watch::Receiver<Arc<Settings>>,
+    token: CancellationToken,
+) {
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
     let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     let mut ready = false;
@@ -209,7 +247,10 @@ async fn engine_loop(mut engine: Engine, mut settings: watch::Receiver<Arc<Setti
         } else if !events.is_empty() {
             notify(&[NotifyState::Status(&status)]);
         }
-        let sleep = engine.next_wakeup(now).duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+        let sleep = engine
+            .next_wakeup(now)
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
         tokio::select! {
             _ = token.cancelled() => break,
             _ = tokio::time::sleep(sleep) => {}

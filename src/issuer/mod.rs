@@ -76,7 +76,11 @@ pub enum IssuerKind {
 }
 
 impl Issuer for IssuerKind {
-    async fn issue_host_cert(&self, req: &HostCertRequest, now: SystemTime) -> Result<IssuedChain, Error> {
+    async fn issue_host_cert(
+        &self,
+        req: &HostCertRequest,
+        now: SystemTime,
+    ) -> Result<IssuedChain, Error> {
         match self {
             Self::Local(ca) => ca.issue(req, now),
         }

@@ -21,8 +21,13 @@ pub fn generate_keypair(algorithm: KeyAlgorithm) -> Result<(Zeroizing<Vec<u8>>, 
         }
         KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 => {
             use rsa::pkcs8::EncodePrivateKey;
-            let bits = if algorithm == KeyAlgorithm::Rsa2048 { 2048 } else { 3072 };
-            let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, bits).map_err(|e| e.to_string())?;
+            let bits = if algorithm == KeyAlgorithm::Rsa2048 {
+                2048
+            } else {
+                3072
+            };
+            let key =
+                rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, bits).map_err(|e| e.to_string())?;
             let doc = key.to_pkcs8_der().map_err(|e| e.to_string())?;
             Zeroizing::new(doc.as_bytes().to_vec())
         }
@@ -46,10 +51,20 @@ pub struct SoftBackend {
 impl SoftBackend {
     /// Opens (creating with mode 0700 if needed) the key directory.
     pub fn open(dir: &Path) -> Result<Self, Error> {
-        fs::create_dir_all(dir).map_err(|source| Error::Store { label: String::new(), source })?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(|source| Error::Store { label: String::new(), source })?;
-        Ok(Self { dir: dir.to_owned(), loaded: HashMap::new() })
+        fs::create_dir_all(dir).map_err(|source| Error::Store {
+            label: String::new(),
+            source,
+        })?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|source| {
+            Error::Store {
+                label: String::new(),
+                source,
+            }
+        })?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            loaded: HashMap::new(),
+        })
     }
 
     fn path(&self, label: &str) -> PathBuf {
@@ -70,7 +85,9 @@ impl SoftBackend {
                 .headers()
                 .get("Leafd-Algorithm")
                 .and_then(KeyAlgorithm::parse)
-                .ok_or_else(|| load_err(label, &path, "missing or unknown Leafd-Algorithm header"))?;
+                .ok_or_else(|| {
+                    load_err(label, &path, "missing or unknown Leafd-Algorithm header")
+                })?;
             let der = Zeroizing::new(parsed.into_contents());
             let kp = keypair_from_pkcs8(&der, algorithm).map_err(|e| load_err(label, &path, e))?;
             self.loaded.insert(label.to_owned(), (algorithm, kp));
@@ -86,8 +103,16 @@ impl SoftBackend {
     }
 }
 
-fn load_err(label: &str, path: &Path, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
-    Error::Load { label: label.to_owned(), path: path.display().to_string(), source: e.into() }
+fn load_err(
+    label: &str,
+    path: &Path,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> Error {
+    Error::Load {
+        label: label.to_owned(),
+        path: path.display().to_string(),
+        source: e.into(),
+    }
 }
 
 impl KeyBackend for SoftBackend {
@@ -97,17 +122,26 @@ impl KeyBackend for SoftBackend {
 
     fn generate(&mut self, spec: &KeySpec) -> Result<KeyRef, Error> {
         check_label(&spec.label)?;
-        let (der, kp) = generate_keypair(spec.algorithm)
-            .map_err(|e| Error::Generate { label: spec.label.clone(), source: e.into() })?;
-        let mut block = pem::Pem::new("PRIVATE KEY", der.to_vec());
-        block.headers_mut().add("Leafd-Algorithm", spec.algorithm.as_str()).map_err(|e| {
-            Error::Generate { label: spec.label.clone(), source: e.to_string().into() }
+        let (der, kp) = generate_keypair(spec.algorithm).map_err(|e| Error::Generate {
+            label: spec.label.clone(),
+            source: e.into(),
         })?;
+        let mut block = pem::Pem::new("PRIVATE KEY", der.to_vec());
+        block
+            .headers_mut()
+            .add("Leafd-Algorithm", spec.algorithm.as_str())
+            .map_err(|e| Error::Generate {
+                label: spec.label.clone(),
+                source: e.to_string().into(),
+            })?;
         let text = Zeroizing::new(pem::encode(&block));
         drop(block);
         let path = self.path(&spec.label);
         let tmp = self.dir.join(format!(".{}.key.tmp", spec.label));
-        let store_err = |source| Error::Store { label: spec.label.clone(), source };
+        let store_err = |source| Error::Store {
+            label: spec.label.clone(),
+            source,
+        };
         let _ = fs::remove_file(&tmp);
         let mut f = fs::OpenOptions::new()
             .write(true)
@@ -115,7 +149,9 @@ impl KeyBackend for SoftBackend {
             .mode(0o600)
             .open(&tmp)
             .map_err(store_err)?;
-        f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(store_err)?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(store_err)?;
         // Refuse to replace an existing key: a label names one key for its whole life.
         fs::hard_link(&tmp, &path).map_err(store_err)?;
         let _ = fs::remove_file(&tmp);
@@ -123,13 +159,17 @@ impl KeyBackend for SoftBackend {
             d.sync_all().map_err(store_err)?;
         }
         self.loaded.insert(spec.label.clone(), (spec.algorithm, kp));
-        Ok(KeyRef { label: spec.label.clone(), algorithm: spec.algorithm })
+        Ok(KeyRef {
+            label: spec.label.clone(),
+            algorithm: spec.algorithm,
+        })
     }
 
     fn open(&mut self, label: &str) -> Result<Option<KeyRef>, Error> {
-        Ok(self
-            .load(label)?
-            .map(|(algorithm, _)| KeyRef { label: label.to_owned(), algorithm: *algorithm }))
+        Ok(self.load(label)?.map(|(algorithm, _)| KeyRef {
+            label: label.to_owned(),
+            algorithm: *algorithm,
+        }))
     }
 
     fn public_key(&mut self, key: &KeyRef) -> Result<Vec<u8>, Error> {
@@ -137,7 +177,9 @@ impl KeyBackend for SoftBackend {
     }
 
     fn sign(&mut self, key: &KeyRef, msg: &[u8]) -> Result<Vec<u8>, Error> {
-        self.keypair(key)?.sign(msg).map_err(|_| Error::Sign(key.label.clone()))
+        self.keypair(key)?
+            .sign(msg)
+            .map_err(|_| Error::Sign(key.label.clone()))
     }
 
     fn destroy(&mut self, key: &KeyRef) -> Result<(), Error> {
@@ -145,8 +187,13 @@ impl KeyBackend for SoftBackend {
         self.loaded.remove(&key.label);
         match fs::remove_file(self.path(&key.label)) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound(key.label.clone())),
-            Err(source) => Err(Error::Destroy { label: key.label.clone(), source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(Error::NotFound(key.label.clone()))
+            }
+            Err(source) => Err(Error::Destroy {
+                label: key.label.clone(),
+                source,
+            }),
         }
     }
 

@@ -44,7 +44,10 @@ impl KeyService {
                     job(backend.as_mut());
                 }
             })
-            .map_err(|source| Error::Store { label: "key thread".into(), source })?;
+            .map_err(|source| Error::Store {
+                label: "key thread".into(),
+                source,
+            })?;
         let backend = ready_rx.recv().map_err(|_| Error::ServiceStopped)??;
         Ok((Self { tx, backend }, handle))
     }

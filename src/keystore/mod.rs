@@ -507,13 +507,20 @@ impl From<&Output> for FileSpec {
 /// A missing parent directory is created with mode 0755: the files inside carry their own
 /// modes, and the broker's user must be able to reach them.
 pub fn write_output(output: &Output, bytes: &[u8]) -> Result<WriteOutcome, Error> {
-    if let Some(dir) = output.path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+    if let Some(dir) = output
+        .path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(dir)
-            .map_err(|source| Error::CreateDir { path: dir.display().to_string(), source })?;
+            .map_err(|source| Error::CreateDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
     }
     write_atomic(&output.path, bytes, &FileSpec::from(output))
 }

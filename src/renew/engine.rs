@@ -120,13 +120,19 @@ pub struct StartReport {
     pub corrupt_state: Option<(String, String)>,
     /// A host key was generated.
     pub generated_host_key: bool,
+    /// Temporary files left by an interrupted write, removed.
+    pub stale_temps_removed: usize,
 }
 
 fn host_renewal(settings: &Settings) -> RenewalSettings {
     RenewalSettings {
         at: 2.0 / 3.0,
         jitter: 0.05,
-        min_delay: if settings.daemon.testing_short_lifetimes { Duration::from_secs(1) } else { Duration::from_secs(30) },
+        min_delay: if settings.daemon.testing_short_lifetimes {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(30)
+        },
     }
 }
 
@@ -149,22 +155,44 @@ pub fn config_digest(identity: &Identity) -> String {
     );
     for (kind, outputs) in [("k", &identity.keystores), ("t", &identity.truststores)] {
         for o in outputs {
-            let _ = write!(s, "|{kind}:{:?}:{}:{}:{:?}:{:?}:{:o}", o.format, o.path.display(), o.alias, o.owner, o.group, o.mode);
+            let _ = write!(
+                s,
+                "|{kind}:{:?}:{}:{}:{:?}:{:?}:{:o}",
+                o.format,
+                o.path.display(),
+                o.alias,
+                o.owner,
+                o.group,
+                o.mode
+            );
         }
     }
     let d = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
-    d.as_ref().iter().take(16).map(|b| format!("{b:02x}")).collect()
+    d.as_ref()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// All names any identity needs: the host issuing certificate's constraints.
 pub fn required_names(settings: &Settings) -> Vec<San> {
-    let set: BTreeSet<San> = settings.identities.iter().flat_map(|i| i.sans.iter().cloned()).collect();
+    let set: BTreeSet<San> = settings
+        .identities
+        .iter()
+        .flat_map(|i| i.sans.iter().cloned())
+        .collect();
     set.into_iter().collect()
 }
 
 fn pem_chain(pem_text: &str) -> Vec<Vec<u8>> {
     pem::parse_many(pem_text)
-        .map(|v| v.into_iter().filter(|p| p.tag() == "CERTIFICATE").map(|p| p.into_contents()).collect())
+        .map(|v| {
+            v.into_iter()
+                .filter(|p| p.tag() == "CERTIFICATE")
+                .map(|p| p.into_contents())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -180,10 +208,16 @@ impl Engine {
         let store = StateStore::new(&settings.daemon.state_directory);
         let state = match store.load(now) {
             Loaded::Found(s) => s,
-            Loaded::Fresh => State { version: state::VERSION, ..Default::default() },
+            Loaded::Fresh => State {
+                version: state::VERSION,
+                ..Default::default()
+            },
             Loaded::Corrupt { moved_to, reason } => {
                 report.corrupt_state = Some((moved_to.display().to_string(), reason));
-                State { version: state::VERSION, ..Default::default() }
+                State {
+                    version: state::VERSION,
+                    ..Default::default()
+                }
             }
         };
         let algorithm = settings.key.algorithm;
@@ -191,11 +225,28 @@ impl Engine {
             .with_backend(move |b| -> Result<(KeyRef, bool), crate::keys::Error> {
                 match b.open(HOST_KEY_LABEL)? {
                     Some(k) => Ok((k, false)),
-                    None => Ok((b.generate(&KeySpec { label: HOST_KEY_LABEL.into(), algorithm })?, true)),
+                    None => Ok((
+                        b.generate(&KeySpec {
+                            label: HOST_KEY_LABEL.into(),
+                            algorithm,
+                        })?,
+                        true,
+                    )),
                 }
             })
             .await??;
         report.generated_host_key = generated;
+        for o in settings
+            .identities
+            .iter()
+            .flat_map(|i| i.keystores.iter().chain(&i.truststores))
+        {
+            if let (Some(dir), Some(name)) =
+                (o.path.parent(), o.path.file_name().and_then(|n| n.to_str()))
+            {
+                report.stale_temps_removed += keystore::remove_stale_temps(dir, name);
+            }
+        }
         let host_spki = {
             let k = host_key.clone();
             keys.with_backend(move |b| b.public_key(&k)).await??
@@ -204,7 +255,11 @@ impl Engine {
             let chain = pem_chain(&h.chain_pem);
             let roots = pem_chain(&h.roots_pem);
             let summary = x509::summarize(chain.first()?, "host issuing certificate").ok()?;
-            (summary.spki == host_spki && !roots.is_empty()).then_some(HostCert { chain, roots, summary })
+            (summary.spki == host_spki && !roots.is_empty()).then_some(HostCert {
+                chain,
+                roots,
+                summary,
+            })
         });
         let engine = Self {
             settings,
@@ -224,8 +279,14 @@ impl Engine {
     /// Replaces the settings (SIGHUP). Identities whose config changed are renewed on the next
     /// tick; removed identities are forgotten (their files are left in place).
     pub fn apply_settings(&mut self, settings: Arc<Settings>) {
-        let names: BTreeSet<&str> = settings.identities.iter().map(|i| i.name.as_str()).collect();
-        self.state.identities.retain(|k, _| names.contains(k.as_str()));
+        let names: BTreeSet<&str> = settings
+            .identities
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect();
+        self.state
+            .identities
+            .retain(|k, _| names.contains(k.as_str()));
         self.retry_at.clear();
         self.errors.clear();
         self.settings = settings;
@@ -249,25 +310,42 @@ impl Engine {
     fn host_due(&self, now: SystemTime) -> bool {
         let Some(h) = &self.host else { return true };
         let needed = required_names(&self.settings);
-        if !needed.iter().all(|n| x509::name_permitted(n, &h.summary.permitted)) {
+        if !needed
+            .iter()
+            .all(|n| x509::name_permitted(n, &h.summary.permitted))
+        {
             return true;
         }
-        let planned = self.state.host.as_ref().map(|s| s.next_renewal).unwrap_or(now);
+        let planned = self
+            .state
+            .host
+            .as_ref()
+            .map(|s| s.next_renewal)
+            .unwrap_or(now);
         now >= planned || now >= h.summary.not_after
     }
 
     fn identity_due(&self, identity: &Identity, now: SystemTime) -> bool {
-        let blocked = self.retry_at.get(&Some(identity.name.clone())).is_some_and(|t| now < *t);
+        let blocked = self
+            .retry_at
+            .get(&Some(identity.name.clone()))
+            .is_some_and(|t| now < *t);
         !blocked && self.identity_needs(identity, now)
     }
 
     fn identity_needs(&self, identity: &Identity, now: SystemTime) -> bool {
-        let Some(s) = self.state.identities.get(&identity.name) else { return true };
+        let Some(s) = self.state.identities.get(&identity.name) else {
+            return true;
+        };
         s.in_progress
             || s.config_digest != config_digest(identity)
             || now >= s.next_renewal
             || now >= s.not_after
-            || identity.keystores.iter().chain(&identity.truststores).any(|o| !o.path.exists())
+            || identity
+                .keystores
+                .iter()
+                .chain(&identity.truststores)
+                .any(|o| !o.path.exists())
     }
 
     /// Does whatever is due at `now`: the host certificate first, then every due identity.
@@ -287,7 +365,11 @@ impl Engine {
                     let retry_at = now + self.retry_delay(self.host_failures);
                     self.retry_at.insert(None, retry_at);
                     self.errors.insert(None, chain(&e));
-                    events.push(Event::Failed { identity: None, error: chain(&e), retry_at });
+                    events.push(Event::Failed {
+                        identity: None,
+                        error: chain(&e),
+                        retry_at,
+                    });
                 }
             }
         }
@@ -304,16 +386,26 @@ impl Engine {
                 }
                 Err(e) => {
                     let error = chain(&e);
-                    let failures = self.state.identities.get(&identity.name).map(|s| s.failures + 1).unwrap_or(1);
+                    let failures = self
+                        .state
+                        .identities
+                        .get(&identity.name)
+                        .map(|s| s.failures + 1)
+                        .unwrap_or(1);
                     let retry_at = now + self.retry_delay(failures);
                     self.retry_at.insert(Some(identity.name.clone()), retry_at);
-                    self.errors.insert(Some(identity.name.clone()), error.clone());
+                    self.errors
+                        .insert(Some(identity.name.clone()), error.clone());
                     if let Some(s) = self.state.identities.get_mut(&identity.name) {
                         s.failures = failures;
                         s.last_error = Some(error.clone());
                     }
                     let _ = self.store.save(&self.state);
-                    events.push(Event::Failed { identity: Some(identity.name.clone()), error, retry_at });
+                    events.push(Event::Failed {
+                        identity: Some(identity.name.clone()),
+                        error,
+                        retry_at,
+                    });
                 }
             }
         }
@@ -355,15 +447,24 @@ impl Engine {
             next_renewal: planned,
         });
         self.store.save(&self.state)?;
-        let ev = Event::HostCertIssued { serial: summary.serial.clone(), not_after: summary.not_after };
-        self.host = Some(HostCert { chain: issued.chain, roots: issued.roots, summary });
+        let ev = Event::HostCertIssued {
+            serial: summary.serial.clone(),
+            not_after: summary.not_after,
+        };
+        self.host = Some(HostCert {
+            chain: issued.chain,
+            roots: issued.roots,
+            summary,
+        });
         Ok(ev)
     }
 
     /// Kafka refuses a keystore whose DN changes or whose SANs shrink, unless configured to
     /// allow it: check before minting.
     fn check_stable(&self, identity: &Identity) -> Result<(), Error> {
-        let Some(prev) = self.state.identities.get(&identity.name) else { return Ok(()) };
+        let Some(prev) = self.state.identities.get(&identity.name) else {
+            return Ok(());
+        };
         let subject = x509::subject_string(&identity.subject);
         if prev.subject != subject && !identity.allow_dn_change {
             return Err(Error::Unsafe(format!(
@@ -391,7 +492,11 @@ impl Engine {
     async fn rotate(&mut self, identity: &Identity, now: SystemTime) -> Result<Event, Error> {
         self.check_stable(identity)?;
         let host = self.host.as_ref().ok_or(Error::NoHostCert)?;
-        if let Some(n) = identity.sans.iter().find(|n| !x509::name_permitted(n, &host.summary.permitted)) {
+        if let Some(n) = identity
+            .sans
+            .iter()
+            .find(|n| !x509::name_permitted(n, &host.summary.permitted))
+        {
             return Err(Error::Unsafe(format!(
                 "identity {}: name {} is outside the host issuing certificate's constraints",
                 identity.name,
@@ -402,14 +507,21 @@ impl Engine {
         let host_cert = chain.first().cloned().ok_or(Error::NoHostCert)?;
         let minted: Minted = {
             let (key, id) = (self.host_key.clone(), identity.clone());
-            self.keys.with_backend(move |b| mint::mint_leaf(b, &key, &host_cert, &id, now)).await??
+            self.keys
+                .with_backend(move |b| mint::mint_leaf(b, &key, &host_cert, &id, now))
+                .await??
         };
         let summary = x509::summarize(&minted.cert_der, "leaf")?;
         let encoded = mint::encode_outputs(identity, &minted, &chain, &roots)?;
 
         // Mark the rotation in progress first: a crash between the writes below leaves every
         // file complete, and this flag makes the next start finish the rotation.
-        let prev_rotations = self.state.identities.get(&identity.name).map(|s| s.rotations).unwrap_or(0);
+        let prev_rotations = self
+            .state
+            .identities
+            .get(&identity.name)
+            .map(|s| s.rotations)
+            .unwrap_or(0);
         if let Some(s) = self.state.identities.get_mut(&identity.name) {
             s.in_progress = true;
             self.store.save(&self.state)?;
@@ -441,7 +553,11 @@ impl Engine {
             },
         );
         self.store.save(&self.state)?;
-        Ok(Event::Rotated { identity: identity.name.clone(), serial: summary.serial, not_after: summary.not_after })
+        Ok(Event::Rotated {
+            identity: identity.name.clone(),
+            serial: summary.serial,
+            not_after: summary.not_after,
+        })
     }
 
     /// When something is next due (a renewal or a retry), at the latest in an hour.
@@ -487,7 +603,11 @@ impl Engine {
         if failing.is_empty() {
             format!("{total} identities ok; next renewal {next}{host}")
         } else {
-            format!("{} of {total} identities failing ({}); next attempt {next}{host}", failing.len(), failing.join(", "))
+            format!(
+                "{} of {total} identities failing ({}); next attempt {next}{host}",
+                failing.len(),
+                failing.join(", ")
+            )
         }
     }
 
@@ -496,4 +616,3 @@ impl Engine {
         self.host_key.algorithm
     }
 }
-

@@ -51,15 +51,23 @@ pub fn mint_leaf(
     identity: &Identity,
     now: SystemTime,
 ) -> Result<Minted, Error> {
-    let (key_pkcs8, leaf_key) = generate_keypair(identity.key_type).map_err(|e| Error::KeyGen(e.into()))?;
-    let params = x509::leaf_params(identity, now, rand::random()).map_err(|e| Error::Sign(e.into()))?;
+    let (key_pkcs8, leaf_key) =
+        generate_keypair(identity.key_type).map_err(|e| Error::KeyGen(e.into()))?;
+    let params =
+        x509::leaf_params(identity, now, rand::random()).map_err(|e| Error::Sign(e.into()))?;
     let signer = BackendKey::new(backend, host_key.clone()).map_err(Error::HostKey)?;
-    let issuer = rcgen::Issuer::from_ca_cert_der(&host_cert_der.into(), &signer).map_err(|e| Error::Sign(e.into()))?;
-    let cert = params.signed_by(&leaf_key, &issuer).map_err(|e| match signer.take_error() {
-        Some(k) => Error::HostKey(k),
-        None => Error::Sign(e.into()),
-    })?;
-    Ok(Minted { key_pkcs8, cert_der: cert.der().to_vec() })
+    let issuer = rcgen::Issuer::from_ca_cert_der(&host_cert_der.into(), &signer)
+        .map_err(|e| Error::Sign(e.into()))?;
+    let cert = params
+        .signed_by(&leaf_key, &issuer)
+        .map_err(|e| match signer.take_error() {
+            Some(k) => Error::HostKey(k),
+            None => Error::Sign(e.into()),
+        })?;
+    Ok(Minted {
+        key_pkcs8,
+        cert_der: cert.der().to_vec(),
+    })
 }
 
 /// Encoded bytes for one output, validated by parsing them back.
@@ -79,20 +87,32 @@ pub fn encode_outputs<'a>(
     roots: &[Vec<u8>],
 ) -> Result<Vec<Encoded<'a>>, Error> {
     let mut out = Vec::with_capacity(identity.truststores.len() + identity.keystores.len());
-    let err = |o: &Output, source| Error::Encode { path: o.path.display().to_string(), source };
+    let err = |o: &Output, source| Error::Encode {
+        path: o.path.display().to_string(),
+        source,
+    };
     for o in &identity.truststores {
-        let bytes = keystore::encode_truststore(o.format, roots, &o.alias, o.password.as_ref()).map_err(|e| err(o, e))?;
-        keystore::verify_truststore(o.format, &bytes, o.password.as_ref(), roots).map_err(|e| err(o, e))?;
-        out.push(Encoded { output: o, bytes: Zeroizing::new(bytes) });
+        let bytes = keystore::encode_truststore(o.format, roots, &o.alias, o.password.as_ref())
+            .map_err(|e| err(o, e))?;
+        keystore::verify_truststore(o.format, &bytes, o.password.as_ref(), roots)
+            .map_err(|e| err(o, e))?;
+        out.push(Encoded {
+            output: o,
+            bytes: Zeroizing::new(bytes),
+        });
     }
     let mut full_chain = Vec::with_capacity(chain.len() + 1);
     full_chain.push(minted.cert_der.clone());
     full_chain.extend(chain.iter().cloned());
-    let material = KeyMaterial { key_pkcs8_der: &minted.key_pkcs8, chain_der: &full_chain };
+    let material = KeyMaterial {
+        key_pkcs8_der: &minted.key_pkcs8,
+        chain_der: &full_chain,
+    };
     for o in &identity.keystores {
-        let bytes =
-            keystore::encode_keystore(o.format, &material, &o.alias, o.password.as_ref()).map_err(|e| err(o, e))?;
-        keystore::verify_keystore(o.format, &bytes, o.password.as_ref(), &full_chain).map_err(|e| err(o, e))?;
+        let bytes = keystore::encode_keystore(o.format, &material, &o.alias, o.password.as_ref())
+            .map_err(|e| err(o, e))?;
+        keystore::verify_keystore(o.format, &bytes, o.password.as_ref(), &full_chain)
+            .map_err(|e| err(o, e))?;
         out.push(Encoded { output: o, bytes });
     }
     Ok(out)

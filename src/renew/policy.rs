@@ -20,9 +20,15 @@ pub fn next_renewal(
     policy: &RenewalSettings,
     jitter_sample: f64,
 ) -> SystemTime {
-    let lifetime = not_after.duration_since(not_before).unwrap_or(Duration::ZERO);
+    let lifetime = not_after
+        .duration_since(not_before)
+        .unwrap_or(Duration::ZERO);
     let life = lifetime.as_secs_f64();
-    let sample = if jitter_sample.is_finite() { jitter_sample.clamp(-1.0, 1.0) } else { 0.0 };
+    let sample = if jitter_sample.is_finite() {
+        jitter_sample.clamp(-1.0, 1.0)
+    } else {
+        0.0
+    };
     let offset = life * policy.at + life * policy.jitter * sample;
     let earliest = policy.min_delay.as_secs_f64().min(life * LATEST_SHARE);
     let offset = offset.clamp(earliest, life * LATEST_SHARE).max(0.0);
@@ -33,9 +39,16 @@ pub fn next_renewal(
 /// Retry delay after `attempt` consecutive failures (1-based): exponential from `base`,
 /// capped at `max`, with full jitter from `jitter_sample` in [0, 1] over the upper half.
 pub fn retry_delay(attempt: u32, base: Duration, max: Duration, jitter_sample: f64) -> Duration {
-    let exp = base.saturating_mul(1u32.checked_shl(attempt.saturating_sub(1).min(20)).unwrap_or(u32::MAX));
+    let exp = base.saturating_mul(
+        1u32.checked_shl(attempt.saturating_sub(1).min(20))
+            .unwrap_or(u32::MAX),
+    );
     let capped = exp.min(max);
-    let s = if jitter_sample.is_finite() { jitter_sample.clamp(0.0, 1.0) } else { 0.5 };
+    let s = if jitter_sample.is_finite() {
+        jitter_sample.clamp(0.0, 1.0)
+    } else {
+        0.5
+    };
     capped / 2 + capped.mul_f64(0.5 * s)
 }
 
@@ -45,7 +58,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn policy() -> RenewalSettings {
-        RenewalSettings { at: 2.0 / 3.0, jitter: 0.05, min_delay: Duration::from_secs(30) }
+        RenewalSettings {
+            at: 2.0 / 3.0,
+            jitter: 0.05,
+            min_delay: Duration::from_secs(30),
+        }
     }
 
     const T0: SystemTime = SystemTime::UNIX_EPOCH;
@@ -54,15 +71,24 @@ mod tests {
     fn renews_at_two_thirds_without_jitter() {
         let nb = T0 + Duration::from_secs(1_000_000);
         let na = nb + Duration::from_secs(3600);
-        assert_eq!(next_renewal(nb, na, nb, &policy(), 0.0), nb + Duration::from_secs(2400));
+        assert_eq!(
+            next_renewal(nb, na, nb, &policy(), 0.0),
+            nb + Duration::from_secs(2400)
+        );
     }
 
     #[test]
     fn jitter_moves_within_bounds() {
         let nb = T0 + Duration::from_secs(1_000_000);
         let na = nb + Duration::from_secs(3600);
-        assert_eq!(next_renewal(nb, na, nb, &policy(), 1.0), nb + Duration::from_secs(2580));
-        assert_eq!(next_renewal(nb, na, nb, &policy(), -1.0), nb + Duration::from_secs(2220));
+        assert_eq!(
+            next_renewal(nb, na, nb, &policy(), 1.0),
+            nb + Duration::from_secs(2580)
+        );
+        assert_eq!(
+            next_renewal(nb, na, nb, &policy(), -1.0),
+            nb + Duration::from_secs(2220)
+        );
     }
 
     #[test]
@@ -80,7 +106,10 @@ mod tests {
         let nb = T0 + Duration::from_secs(1_000_000);
         let na = nb + Duration::from_secs(40);
         // 2/3 of 40 s is under the 30 s minimum: clamp up to 30 s.
-        assert_eq!(next_renewal(nb, na, nb, &policy(), -1.0), nb + Duration::from_secs(30));
+        assert_eq!(
+            next_renewal(nb, na, nb, &policy(), -1.0),
+            nb + Duration::from_secs(30)
+        );
     }
 
     #[test]

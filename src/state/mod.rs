@@ -89,7 +89,11 @@ pub fn sans_to_strings(sans: &[San]) -> Vec<String> {
 /// Parses SANs from the state file.
 pub fn sans_from_strings(sans: &[String]) -> Vec<San> {
     sans.iter()
-        .map(|s| s.parse().map(San::Ip).unwrap_or_else(|_| San::Dns(s.clone())))
+        .map(|s| {
+            s.parse()
+                .map(San::Ip)
+                .unwrap_or_else(|_| San::Dns(s.clone()))
+        })
         .collect()
 }
 
@@ -132,7 +136,9 @@ pub struct StateStore {
 impl StateStore {
     /// State lives in `<dir>/state.json`.
     pub fn new(dir: &Path) -> Self {
-        Self { path: dir.join("state.json") }
+        Self {
+            path: dir.join("state.json"),
+        }
     }
 
     /// The file path.
@@ -155,20 +161,37 @@ impl StateStore {
     }
 
     fn move_aside(&self, now: SystemTime, reason: String) -> Loaded {
-        let secs = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let secs = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let moved_to = self.path.with_extension(format!("json.corrupt-{secs}"));
         if let Err(e) = std::fs::rename(&self.path, &moved_to) {
-            return Loaded::Corrupt { moved_to: self.path.clone(), reason: format!("{reason}; could not move it aside: {e}") };
+            return Loaded::Corrupt {
+                moved_to: self.path.clone(),
+                reason: format!("{reason}; could not move it aside: {e}"),
+            };
         }
         Loaded::Corrupt { moved_to, reason }
     }
 
     /// Writes the state atomically (0600).
     pub fn save(&self, state: &State) -> Result<(), Error> {
-        let err = |e: Box<dyn std::error::Error + Send + Sync>| Error::Save { path: self.path.display().to_string(), source: e };
+        let err = |e: Box<dyn std::error::Error + Send + Sync>| Error::Save {
+            path: self.path.display().to_string(),
+            source: e,
+        };
         let bytes = serde_json::to_vec_pretty(state).map_err(|e| err(e.into()))?;
-        write_atomic(&self.path, &bytes, &FileSpec { mode: 0o600, owner: None, group: None })
-            .map_err(|e| err(e.into()))?;
+        write_atomic(
+            &self.path,
+            &bytes,
+            &FileSpec {
+                mode: 0o600,
+                owner: None,
+                group: None,
+            },
+        )
+        .map_err(|e| err(e.into()))?;
         Ok(())
     }
 }
@@ -195,7 +218,10 @@ mod tests {
 
     fn sample() -> State {
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        let mut s = State { version: VERSION, ..Default::default() };
+        let mut s = State {
+            version: VERSION,
+            ..Default::default()
+        };
         s.identities.insert(
             "broker".into(),
             IdentityState {
@@ -226,7 +252,14 @@ mod tests {
             other => panic!("{other:?}"),
         }
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(store.path()).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(store.path())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
     }
 
     #[test]
@@ -252,12 +285,18 @@ mod tests {
         let mut s = sample();
         s.version = 99;
         std::fs::write(store.path(), serde_json::to_vec(&s).unwrap()).unwrap();
-        assert!(matches!(store.load(SystemTime::now()), Loaded::Corrupt { .. }));
+        assert!(matches!(
+            store.load(SystemTime::now()),
+            Loaded::Corrupt { .. }
+        ));
     }
 
     #[test]
     fn sans_round_trip() {
-        let sans = vec![San::Dns("a.example".into()), San::Ip("127.0.0.1".parse().unwrap())];
+        let sans = vec![
+            San::Dns("a.example".into()),
+            San::Ip("127.0.0.1".parse().unwrap()),
+        ];
         assert_eq!(sans_from_strings(&sans_to_strings(&sans)), sans);
     }
 }

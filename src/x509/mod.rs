@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType, DnValue,
-    ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, KeyUsagePurpose, NameConstraints,
-    PublicKeyData, SanType, SerialNumber, SigningKey,
+    ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, KeyUsagePurpose, NameConstraints, PublicKeyData,
+    SanType, SerialNumber, SigningKey,
 };
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
@@ -62,8 +62,14 @@ impl<'a> BackendKey<'a> {
     /// Wraps `key` held by `backend`.
     pub fn new(backend: &'a mut dyn KeyBackend, key: KeyRef) -> Result<Self, crate::keys::Error> {
         let spki = backend.public_key(&key)?;
-        let raw_public = raw_public_key(&spki).ok_or_else(|| crate::keys::Error::Sign(key.label.clone()))?;
-        Ok(Self { backend: RefCell::new(backend), key, raw_public, failed: RefCell::new(None) })
+        let raw_public =
+            raw_public_key(&spki).ok_or_else(|| crate::keys::Error::Sign(key.label.clone()))?;
+        Ok(Self {
+            backend: RefCell::new(backend),
+            key,
+            raw_public,
+            failed: RefCell::new(None),
+        })
     }
 
     /// The backend error behind a failed signature, if any.
@@ -100,7 +106,10 @@ pub struct SpkiPublicKey {
 impl SpkiPublicKey {
     /// Parses an SPKI of the given algorithm.
     pub fn new(spki_der: &[u8], algorithm: KeyAlgorithm) -> Result<Self, Error> {
-        Ok(Self { raw: raw_public_key(spki_der).ok_or(Error::InvalidPublicKey)?, algorithm })
+        Ok(Self {
+            raw: raw_public_key(spki_der).ok_or(Error::InvalidPublicKey)?,
+            algorithm,
+        })
     }
 }
 
@@ -132,7 +141,12 @@ pub fn serial_from_bytes(mut bytes: [u8; 16]) -> SerialNumber {
 }
 
 /// Parameters for the embedded local root.
-pub fn root_params(common_name: &str, now: SystemTime, validity: Duration, serial: [u8; 16]) -> CertificateParams {
+pub fn root_params(
+    common_name: &str,
+    now: SystemTime,
+    validity: Duration,
+    serial: [u8; 16],
+) -> CertificateParams {
     let mut p = CertificateParams::default();
     p.distinguished_name = DistinguishedName::new();
     p.distinguished_name.push(DnType::CommonName, common_name);
@@ -156,7 +170,11 @@ pub fn host_issuing_params(
     p.distinguished_name = DistinguishedName::new();
     p.distinguished_name.push(DnType::CommonName, common_name);
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     p.name_constraints = Some(NameConstraints {
         permitted_subtrees: permitted_subtrees(names),
         excluded_subtrees: Vec::new(),
@@ -175,8 +193,12 @@ pub fn permitted_subtrees(names: &[San]) -> Vec<GeneralSubtree> {
     for n in names {
         let t = match n {
             San::Dns(d) => GeneralSubtree::DnsName(d.strip_prefix("*.").unwrap_or(d).to_owned()),
-            San::Ip(IpAddr::V4(a)) => GeneralSubtree::IpAddress(CidrSubnet::V4(a.octets(), [255; 4])),
-            San::Ip(IpAddr::V6(a)) => GeneralSubtree::IpAddress(CidrSubnet::V6(a.octets(), [255; 16])),
+            San::Ip(IpAddr::V4(a)) => {
+                GeneralSubtree::IpAddress(CidrSubnet::V4(a.octets(), [255; 4]))
+            }
+            San::Ip(IpAddr::V6(a)) => {
+                GeneralSubtree::IpAddress(CidrSubnet::V6(a.octets(), [255; 16]))
+            }
         };
         if !out.contains(&t) {
             out.push(t);
@@ -210,13 +232,20 @@ fn dn_type(a: DnAttribute) -> DnType {
 }
 
 /// Parameters for a leaf of `identity`, valid from `now` for its lifetime.
-pub fn leaf_params(identity: &Identity, now: SystemTime, serial: [u8; 16]) -> Result<CertificateParams, Error> {
+pub fn leaf_params(
+    identity: &Identity,
+    now: SystemTime,
+    serial: [u8; 16],
+) -> Result<CertificateParams, Error> {
     let mut p = CertificateParams::default();
     p.distinguished_name = DistinguishedName::new();
     for (attr, value) in &identity.subject {
         let v = match attr {
             DnAttribute::Country => DnValue::PrintableString(
-                value.as_str().try_into().map_err(|_| Error::InvalidName(value.clone()))?,
+                value
+                    .as_str()
+                    .try_into()
+                    .map_err(|_| Error::InvalidName(value.clone()))?,
             ),
             _ => DnValue::Utf8String(value.clone()),
         };
@@ -237,7 +266,10 @@ pub fn leaf_params(identity: &Identity, now: SystemTime, serial: [u8; 16]) -> Re
     p.is_ca = IsCa::ExplicitNoCa;
     p.key_usages = match identity.key_type {
         KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 => {
-            vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment]
+            vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ]
         }
         _ => vec![KeyUsagePurpose::DigitalSignature],
     };
@@ -277,7 +309,10 @@ pub struct CertSummary {
 
 /// Parses the fields leafd uses.
 pub fn summarize(der: &[u8], what: &'static str) -> Result<CertSummary, Error> {
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| Error::Parse { what, source: e.to_string().into() })?;
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| Error::Parse {
+        what,
+        source: e.to_string().into(),
+    })?;
     let to_time = |t: x509_parser::time::ASN1Time| {
         let ts = t.timestamp();
         if ts >= 0 {
@@ -403,5 +438,7 @@ pub fn subject_string(subject: &[(DnAttribute, String)]) -> String {
 
 /// PEM-encodes certificates.
 pub fn to_pem(ders: &[Vec<u8>]) -> String {
-    ders.iter().map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.clone()))).collect()
+    ders.iter()
+        .map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.clone())))
+        .collect()
 }

@@ -32,7 +32,11 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("tls")).unwrap();
         fs::write(dir.path().join("store.pass"), format!("{PASSWORD}\n")).unwrap();
-        let s = Self { dir, child: None, runs: 0 };
+        let s = Self {
+            dir,
+            child: None,
+            runs: 0,
+        };
         s.write_config(config);
         s
     }
@@ -72,10 +76,16 @@ impl Setup {
         }
         let bin = self.path("leafd");
         fs::copy(env!("CARGO_BIN_EXE_leafd"), &bin).unwrap();
-        let status = Command::new("chown").arg("-R").arg("65534:65534").arg(self.dir.path()).status().unwrap();
+        let status = Command::new("chown")
+            .arg("-R")
+            .arg("65534:65534")
+            .arg(self.dir.path())
+            .status()
+            .unwrap();
         assert!(status.success());
         let mut cmd = Command::new("setpriv");
-        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(bin);
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin);
         self.spawn(cmd);
     }
 
@@ -122,14 +132,20 @@ impl Setup {
             if let Some(status) = c.try_wait().unwrap() {
                 return status.code().unwrap_or(-1);
             }
-            assert!(Instant::now() < deadline, "leafd did not stop on SIGTERM:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "leafd did not stop on SIGTERM:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     /// The parsed state file, if there is one.
@@ -146,16 +162,31 @@ impl Setup {
     }
 
     pub fn identity_state(&self, identity: &str) -> Value {
-        self.state().map(|s| s["identities"][identity].clone()).unwrap_or(Value::Null)
+        self.state()
+            .map(|s| s["identities"][identity].clone())
+            .unwrap_or(Value::Null)
     }
 
     /// Polls `f` every 20 ms until it is true; panics with the log after `timeout`.
-    pub fn wait_for(&mut self, what: &str, timeout: Duration, mut f: impl FnMut(&mut Self) -> bool) {
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut f: impl FnMut(&mut Self) -> bool,
+    ) {
         let deadline = Instant::now() + timeout;
         while !f(self) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; log:\n{}",
+                self.log()
+            );
             if self.child.is_some() {
-                assert!(self.running(), "leafd exited while waiting for {what}; log:\n{}", self.log());
+                assert!(
+                    self.running(),
+                    "leafd exited while waiting for {what}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -170,8 +201,16 @@ impl Drop for Setup {
 
 /// Runs a binary of this package and returns (exit code, stdout + stderr).
 pub fn run_bin(bin: &str, args: &[&str]) -> (i32, String) {
-    let out = Command::new(bin).args(args).env_remove("JOURNAL_STREAM").output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(bin)
+        .args(args)
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.code().unwrap_or(-1), text)
 }
 
