@@ -4,7 +4,11 @@
 //! (TPM ESAPI, PKCS#11 sessions). It is therefore built *on* the key thread
 //! ([`worker::KeyService`]) and only ever used there.
 
+#[cfg(feature = "pkcs11")]
+pub mod pkcs11;
 pub mod soft;
+#[cfg(feature = "tpm")]
+pub mod tpm;
 pub mod worker;
 
 use std::fmt;
@@ -154,12 +158,50 @@ pub enum Error {
     /// The key thread is gone.
     #[error("the key service has stopped")]
     ServiceStopped,
+    /// The device or module cannot be reached: absent, busy, wrong path. Retried.
+    #[error("{backend} unavailable: {what}")]
+    Unavailable {
+        /// `tpm` or `pkcs11`.
+        backend: &'static str,
+        /// What could not be reached, e.g. the TCTI or the module path.
+        what: String,
+        /// Cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Authentication failed (wrong PIN or auth value). Never retried automatically, so a
+    /// token is not locked out by a retry loop.
+    #[error("{backend} authentication failed; not retrying, to avoid locking the token")]
+    Auth {
+        /// `tpm` or `pkcs11`.
+        backend: &'static str,
+        /// Cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A device operation failed.
+    #[error("{backend}: {operation} failed")]
+    Device {
+        /// `tpm` or `pkcs11`.
+        backend: &'static str,
+        /// The operation, e.g. `create primary key` or `C_Sign`.
+        operation: &'static str,
+        /// Whether a later retry may succeed (busy, session lost).
+        retryable: bool,
+        /// Cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Error {
     /// Whether retrying later could succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Store { .. } | Self::Sign(_))
+        match self {
+            Self::Store { .. } | Self::Sign(_) | Self::Unavailable { .. } => true,
+            Self::Device { retryable, .. } => *retryable,
+            _ => false,
+        }
     }
 }
 
