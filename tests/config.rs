@@ -773,3 +773,38 @@ mode = "0644"
     assert!(warnings[0].contains("p.pass is writable by group"));
     assert!(warnings[1].contains("holds an unencrypted private key"));
 }
+
+// ---------------------------------------------------------------------------------------
+// Hardware key backends.
+
+#[test]
+fn key_backends_parse_with_drop_in_overrides() {
+    use leafd::config::{Pkcs11Token, TpmSettings};
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("leafd.toml");
+    write(&main, "[key]\nbackend = \"tpm\"\n\n[key.tpm]\nparent = \"0x81000001\"\n");
+    let s = config::load(&main, &env()).unwrap();
+    assert_eq!(
+        s.key.backend,
+        BackendKind::Tpm(TpmSettings { tcti: "device:/dev/tpmrm0".into(), parent: Some(0x8100_0001) })
+    );
+
+    // A drop-in switches to PKCS#11; the PIN comes from a credential, the token by serial
+    // replaces a label set earlier.
+    write(&dir.path().join("hsm.pin"), "1234\n");
+    write(
+        &main,
+        "[key]\nbackend = \"pkcs11\"\n\n[key.pkcs11]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\n\
+         token-label = \"old\"\npin-file = \"hsm.pin\"\n",
+    );
+    write(
+        &dir.path().join("leafd.d/10-hsm.toml"),
+        "[key.pkcs11]\ntoken-serial = \"0123\"\npin-credential = \"broker-pass\"\n",
+    );
+    let s = config::load(&main, &env()).unwrap();
+    let BackendKind::Pkcs11(p) = &s.key.backend else { panic!("{:?}", s.key.backend) };
+    assert_eq!(p.token, Pkcs11Token::Serial("0123".into()));
+    assert_eq!(p.module, Path::new("/usr/lib/softhsm/libsofthsm2.so"));
+    assert!(!p.pin.expose().is_empty());
+    assert!(!format!("{s:?}").contains(p.pin.expose()), "the PIN leaks through Debug");
+}

@@ -51,6 +51,27 @@ pub(crate) struct HostFile {
 pub(crate) struct KeyFile {
     pub backend: Option<Spanned<String>>,
     pub algorithm: Option<Spanned<String>>,
+    pub tpm: Option<TpmFile>,
+    pub pkcs11: Option<Pkcs11File>,
+}
+
+/// `[key.tpm]`
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct TpmFile {
+    pub tcti: Option<Spanned<String>>,
+    pub parent: Option<Spanned<Scalar>>,
+}
+
+/// `[key.pkcs11]`
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct Pkcs11File {
+    pub module: Option<Spanned<String>>,
+    pub token_label: Option<Spanned<String>>,
+    pub token_serial: Option<Spanned<String>>,
+    pub pin_file: Option<Spanned<String>>,
+    pub pin_credential: Option<Spanned<String>>,
 }
 
 /// `[issuer]`

@@ -43,6 +43,13 @@ pub(crate) struct HostMerged {
 pub(crate) struct KeyMerged {
     pub backend: Option<At<String>>,
     pub algorithm: Option<At<String>>,
+    pub tpm_tcti: Option<At<String>>,
+    pub tpm_parent: Option<At<Scalar>>,
+    pub pkcs11_module: Option<At<String>>,
+    pub pkcs11_token_label: Option<At<String>>,
+    pub pkcs11_token_serial: Option<At<String>>,
+    pub pkcs11_pin_file: Option<At<String>>,
+    pub pkcs11_pin_credential: Option<At<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -88,6 +95,27 @@ impl Merged {
         if let Some(k) = config.key {
             set(&mut self.key.backend, file, k.backend);
             set(&mut self.key.algorithm, file, k.algorithm);
+            if let Some(t) = k.tpm {
+                set(&mut self.key.tpm_tcti, file, t.tcti);
+                set(&mut self.key.tpm_parent, file, t.parent);
+            }
+            if let Some(p) = k.pkcs11 {
+                set(&mut self.key.pkcs11_module, file, p.module);
+                // The token and the PIN are each one choice: a later file's choice replaces
+                // the earlier one whole.
+                if p.token_label.is_some() || p.token_serial.is_some() {
+                    self.key.pkcs11_token_label = None;
+                    self.key.pkcs11_token_serial = None;
+                }
+                set(&mut self.key.pkcs11_token_label, file, p.token_label);
+                set(&mut self.key.pkcs11_token_serial, file, p.token_serial);
+                if p.pin_file.is_some() || p.pin_credential.is_some() {
+                    self.key.pkcs11_pin_file = None;
+                    self.key.pkcs11_pin_credential = None;
+                }
+                set(&mut self.key.pkcs11_pin_file, file, p.pin_file);
+                set(&mut self.key.pkcs11_pin_credential, file, p.pin_credential);
+            }
         }
         if let Some(i) = config.issuer {
             set(&mut self.issuer.kind, file, i.kind);

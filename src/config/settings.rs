@@ -67,10 +67,55 @@ pub struct KeySettings {
 }
 
 /// Key backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendKind {
     /// Software keys in the state directory (0600). Development and quickstart.
     Soft,
+    /// A TPM 2.0 (feature `tpm`).
+    Tpm(TpmSettings),
+    /// A PKCS#11 token (feature `pkcs11`).
+    Pkcs11(Pkcs11Settings),
+}
+
+impl BackendKind {
+    /// The config spelling.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Soft => "soft",
+            Self::Tpm(_) => "tpm",
+            Self::Pkcs11(_) => "pkcs11",
+        }
+    }
+}
+
+/// `[key.tpm]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TpmSettings {
+    /// TCTI: `device:/dev/tpmrm0` (default), `tabrmd:...`, or `swtpm:host=..,port=..`.
+    pub tcti: String,
+    /// An existing persistent storage key to create the host key under (e.g. 0x81000001);
+    /// `None` creates the standard ECC storage primary key each time.
+    pub parent: Option<u32>,
+}
+
+/// `[key.pkcs11]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pkcs11Settings {
+    /// Path of the PKCS#11 module (`.so`).
+    pub module: PathBuf,
+    /// Which token.
+    pub token: Pkcs11Token,
+    /// User PIN.
+    pub pin: Secret,
+}
+
+/// How to find the PKCS#11 token (never by slot id: slots move).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pkcs11Token {
+    /// CKA_LABEL of the token.
+    Label(String),
+    /// Serial number of the token.
+    Serial(String),
 }
 
 /// Issuers of the host issuing certificate.

@@ -24,6 +24,7 @@ mod default {
 
     pub const STATE_DIRECTORY: &str = "/var/lib/leafd";
     pub const LOG_LEVEL: &str = "info";
+    pub const TPM_TCTI: &str = "device:/dev/tpmrm0";
     pub const HOST_CERT_VALIDITY: Duration = Duration::from_secs(7 * 86_400);
     pub const ROOT_VALIDITY: Duration = Duration::from_secs(3650 * 86_400);
     pub const LIFETIME: Duration = Duration::from_secs(3600);
@@ -329,19 +330,25 @@ impl Validator<'_> {
             None => BackendKind::Soft,
             Some(at) => match at.value.as_str() {
                 "soft" => BackendKind::Soft,
-                "tpm" | "pkcs11" => {
+                "tpm" if !cfg!(feature = "tpm") => {
                     return Err(self.err(
                         at,
-                        format!(
-                            "key backend {:?} is not supported yet; supported: soft",
-                            at.value
-                        ),
+                        "this leafd was built without TPM support (cargo feature tpm); \
+                         install a package built with it",
                     ));
                 }
+                "pkcs11" if !cfg!(feature = "pkcs11") => {
+                    return Err(self.err(
+                        at,
+                        "this leafd was built without PKCS#11 support (cargo feature pkcs11)",
+                    ));
+                }
+                "tpm" => BackendKind::Tpm(self.tpm(m)?),
+                "pkcs11" => BackendKind::Pkcs11(self.pkcs11(m, at)?),
                 other => {
                     return Err(self.err(
                         at,
-                        format!("unknown key backend {other:?}; expected one of: soft"),
+                        format!("unknown key backend {other:?}; expected one of: soft, tpm, pkcs11"),
                     ));
                 }
             },
@@ -368,6 +375,121 @@ impl Validator<'_> {
             },
         };
         Ok(KeySettings { backend, algorithm })
+    }
+
+    fn tpm(&mut self, m: &Merged) -> Result<TpmSettings, Error> {
+        let tcti = match &m.key.tpm_tcti {
+            Some(at) => {
+                self.non_empty(at, "tcti")?;
+                at.value.clone()
+            }
+            None => default::TPM_TCTI.to_owned(),
+        };
+        let parent = match &m.key.tpm_parent {
+            None => None,
+            Some(at) => {
+                let value = match &at.value {
+                    Scalar::Int(i) => u32::try_from(*i).ok(),
+                    Scalar::Str(s) => s
+                        .strip_prefix("0x")
+                        .or_else(|| s.strip_prefix("0X"))
+                        .and_then(|h| u32::from_str_radix(h, 16).ok()),
+                };
+                match value {
+                    Some(h) if (0x8100_0000..=0x81ff_ffff).contains(&h) => Some(h),
+                    _ => {
+                        return Err(self.err(
+                            at,
+                            "parent must be a persistent handle from 0x81000000 to 0x81FFFFFF, \
+                             e.g. \"0x81000001\"",
+                        ));
+                    }
+                }
+            }
+        };
+        Ok(TpmSettings { tcti, parent })
+    }
+
+    fn pkcs11(&mut self, m: &Merged, backend_at: &At<String>) -> Result<Pkcs11Settings, Error> {
+        let k = &m.key;
+        let Some(module_at) = &k.pkcs11_module else {
+            return Err(self.err(backend_at, "backend \"pkcs11\" needs module in [key.pkcs11]"));
+        };
+        self.non_empty(module_at, "module")?;
+        let module = resolve(self.sources.dir(module_at.file), &module_at.value);
+        let token = match (&k.pkcs11_token_label, &k.pkcs11_token_serial) {
+            (Some(_), Some(s)) => {
+                return Err(self.err(s, "set either token-label or token-serial, not both"));
+            }
+            (Some(l), None) => {
+                self.non_empty(l, "token-label")?;
+                Pkcs11Token::Label(l.value.clone())
+            }
+            (None, Some(s)) => {
+                self.non_empty(s, "token-serial")?;
+                Pkcs11Token::Serial(s.value.clone())
+            }
+            (None, None) => {
+                return Err(self.err(
+                    module_at,
+                    "[key.pkcs11] needs token-label or token-serial (slot ids change, so leafd \
+                     does not use them)",
+                ));
+            }
+        };
+        let pin = self
+            .secret(k.pkcs11_pin_file.as_ref(), k.pkcs11_pin_credential.as_ref(), "pin")?
+            .ok_or_else(|| self.err(module_at, "[key.pkcs11] needs pin-file or pin-credential"))?;
+        Ok(Pkcs11Settings { module, token, pin })
+    }
+
+    /// Reads a secret given as `<what>-file` (relative to its config file) or
+    /// `<what>-credential` (a file in `$CREDENTIALS_DIRECTORY`); at most one of the two.
+    fn secret(
+        &mut self,
+        file_at: Option<&At<String>>,
+        credential_at: Option<&At<String>>,
+        what: &str,
+    ) -> Result<Option<Secret>, Error> {
+        match (file_at, credential_at) {
+            (Some(_), Some(c)) => Err(self.err(
+                c,
+                format!("set either {what}-file or {what}-credential, not both"),
+            )),
+            (None, None) => Ok(None),
+            (Some(p), None) => {
+                self.non_empty(p, &format!("{what}-file"))?;
+                let file_path = resolve(self.sources.dir(p.file), &p.value);
+                self.warnings.extend(file_warnings(&file_path));
+                Ok(Some(self.read_password(p, &file_path)?))
+            }
+            (None, Some(c)) => {
+                let name = &c.value;
+                if name.is_empty()
+                    || name == "."
+                    || name == ".."
+                    || name.contains('/')
+                    || name.contains('\0')
+                {
+                    return Err(self.err(
+                        c,
+                        format!("invalid credential name {name:?}; it must be a plain file name"),
+                    ));
+                }
+                let Some(dir) = &self.env.credentials_directory else {
+                    return Err(self.err(
+                        c,
+                        format!(
+                            "{what}-credential {name:?} needs $CREDENTIALS_DIRECTORY, which is \
+                             not set; pass it with LoadCredential= in the unit or use \
+                             {what}-file"
+                        ),
+                    ));
+                };
+                let file_path = dir.join(name);
+                Ok(Some(self.read_password(c, &file_path)?))
+            }
+        }
     }
 
     fn duration(&self, at: &At<String>) -> Result<Duration, Error> {
@@ -774,12 +896,6 @@ impl Validator<'_> {
         let password_file = o.password_file.map(at);
         let password_credential = o.password_credential.map(at);
         let password = match (format, &password_file, &password_credential) {
-            (_, Some(_), Some(c)) => {
-                return Err(self.err(
-                    c,
-                    "set either password-file or password-credential, not both",
-                ));
-            }
             (StoreFormat::Pem, Some(p), None) | (StoreFormat::Pem, None, Some(p)) => {
                 return Err(self.err(
                     p,
@@ -797,38 +913,7 @@ impl Validator<'_> {
                     ),
                 ));
             }
-            (_, Some(p), None) => {
-                self.non_empty(p, "password-file")?;
-                let file_path = resolve(self.sources.dir(file), &p.value);
-                self.warnings.extend(file_warnings(&file_path));
-                Some(self.read_password(p, &file_path)?)
-            }
-            (_, None, Some(c)) => {
-                let name = &c.value;
-                if name.is_empty()
-                    || name == "."
-                    || name == ".."
-                    || name.contains('/')
-                    || name.contains('\0')
-                {
-                    return Err(self.err(
-                        c,
-                        format!("invalid credential name {name:?}; it must be a plain file name"),
-                    ));
-                }
-                let Some(dir) = &self.env.credentials_directory else {
-                    return Err(self.err(
-                        c,
-                        format!(
-                            "password-credential {name:?} needs $CREDENTIALS_DIRECTORY, which is \
-                             not set; pass it with LoadCredential= in the unit or use \
-                             password-file"
-                        ),
-                    ));
-                };
-                let file_path = dir.join(name);
-                Some(self.read_password(c, &file_path)?)
-            }
+            _ => self.secret(password_file.as_ref(), password_credential.as_ref(), "password")?,
         };
 
         let alias = match o.alias.map(at) {
