@@ -1,7 +1,10 @@
 //! Mint one leaf (fresh key + signature by the host key) and write its PKCS#12 keystore and
 //! truststore atomically with fsync: the hot path of every rotation.
 
-#![allow(clippy::expect_used, reason = "benchmark set-up: a failure must abort the run")]
+#![allow(
+    clippy::expect_used,
+    reason = "benchmark set-up: a failure must abort the run"
+)]
 
 use std::time::SystemTime;
 

@@ -782,11 +782,17 @@ fn key_backends_parse_with_drop_in_overrides() {
     use leafd::config::{Pkcs11Token, TpmSettings};
     let dir = tempfile::tempdir().unwrap();
     let main = dir.path().join("leafd.toml");
-    write(&main, "[key]\nbackend = \"tpm\"\n\n[key.tpm]\nparent = \"0x81000001\"\n");
+    write(
+        &main,
+        "[key]\nbackend = \"tpm\"\n\n[key.tpm]\nparent = \"0x81000001\"\n",
+    );
     let s = config::load(&main, &env()).unwrap();
     assert_eq!(
         s.key.backend,
-        BackendKind::Tpm(TpmSettings { tcti: "device:/dev/tpmrm0".into(), parent: Some(0x8100_0001) })
+        BackendKind::Tpm(TpmSettings {
+            tcti: "device:/dev/tpmrm0".into(),
+            parent: Some(0x8100_0001)
+        })
     );
 
     // A drop-in switches to PKCS#11; the PIN comes from a credential, the token by serial
@@ -802,9 +808,14 @@ fn key_backends_parse_with_drop_in_overrides() {
         "[key.pkcs11]\ntoken-serial = \"0123\"\npin-credential = \"broker-pass\"\n",
     );
     let s = config::load(&main, &env()).unwrap();
-    let BackendKind::Pkcs11(p) = &s.key.backend else { panic!("{:?}", s.key.backend) };
+    let BackendKind::Pkcs11(p) = &s.key.backend else {
+        panic!("{:?}", s.key.backend)
+    };
     assert_eq!(p.token, Pkcs11Token::Serial("0123".into()));
     assert_eq!(p.module, Path::new("/usr/lib/softhsm/libsofthsm2.so"));
     assert!(!p.pin.expose().is_empty());
-    assert!(!format!("{s:?}").contains(p.pin.expose()), "the PIN leaks through Debug");
+    assert!(
+        !format!("{s:?}").contains(p.pin.expose()),
+        "the PIN leaks through Debug"
+    );
 }

@@ -348,7 +348,9 @@ impl Validator<'_> {
                 other => {
                     return Err(self.err(
                         at,
-                        format!("unknown key backend {other:?}; expected one of: soft, tpm, pkcs11"),
+                        format!(
+                            "unknown key backend {other:?}; expected one of: soft, tpm, pkcs11"
+                        ),
                     ));
                 }
             },
@@ -413,7 +415,10 @@ impl Validator<'_> {
     fn pkcs11(&mut self, m: &Merged, backend_at: &At<String>) -> Result<Pkcs11Settings, Error> {
         let k = &m.key;
         let Some(module_at) = &k.pkcs11_module else {
-            return Err(self.err(backend_at, "backend \"pkcs11\" needs module in [key.pkcs11]"));
+            return Err(self.err(
+                backend_at,
+                "backend \"pkcs11\" needs module in [key.pkcs11]",
+            ));
         };
         self.non_empty(module_at, "module")?;
         let module = resolve(self.sources.dir(module_at.file), &module_at.value);
@@ -438,7 +443,11 @@ impl Validator<'_> {
             }
         };
         let pin = self
-            .secret(k.pkcs11_pin_file.as_ref(), k.pkcs11_pin_credential.as_ref(), "pin")?
+            .secret(
+                k.pkcs11_pin_file.as_ref(),
+                k.pkcs11_pin_credential.as_ref(),
+                "pin",
+            )?
             .ok_or_else(|| self.err(module_at, "[key.pkcs11] needs pin-file or pin-credential"))?;
         Ok(Pkcs11Settings { module, token, pin })
     }
@@ -913,7 +922,11 @@ impl Validator<'_> {
                     ),
                 ));
             }
-            _ => self.secret(password_file.as_ref(), password_credential.as_ref(), "password")?,
+            _ => self.secret(
+                password_file.as_ref(),
+                password_credential.as_ref(),
+                "password",
+            )?,
         };
 
         let alias = match o.alias.map(at) {

@@ -240,6 +240,12 @@ async fn engine_loop(
         events.iter().for_each(log_event);
         let now = SystemTime::now();
         let status = engine.status_line(now);
+        if !ready || !events.is_empty() {
+            let dir = engine.settings().daemon.state_directory.clone();
+            if let Err(e) = crate::state::status::write(&dir, &engine.status(now)) {
+                warn!("could not write the status snapshot: {}", chain(&e));
+            }
+        }
         if !ready {
             notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
             info!("ready: {status}");

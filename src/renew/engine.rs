@@ -11,10 +11,11 @@ use std::time::{Duration, SystemTime};
 use crate::config::{Identity, RenewalSettings, San, Settings};
 use crate::issuer::{HostCertRequest, Issuer, IssuerKind};
 use crate::keys::worker::KeyService;
-use crate::keys::{KeyAlgorithm, KeyRef, KeySpec};
+use crate::keys::{KeyAlgorithm, KeyInfo, KeyRef, KeySpec};
 use crate::keystore;
 use crate::renew::mint::{self, Minted};
 use crate::renew::policy::{next_renewal, retry_delay};
+use crate::state::status::{HostCertStatus, IdentityStatus, Status};
 use crate::state::{self, HostCertState, IdentityState, Loaded, State, StateStore};
 use crate::x509::{self, CertSummary};
 
@@ -105,6 +106,7 @@ pub struct Engine {
     store: StateStore,
     state: State,
     host_key: KeyRef,
+    host_key_info: Option<KeyInfo>,
     host: Option<HostCert>,
     host_failures: u32,
     retry_at: HashMap<Option<String>, SystemTime>,
@@ -247,9 +249,12 @@ impl Engine {
                 report.stale_temps_removed += keystore::remove_stale_temps(dir, name);
             }
         }
-        let host_spki = {
+        let (host_spki, host_key_info) = {
             let k = host_key.clone();
-            keys.with_backend(move |b| b.public_key(&k)).await??
+            keys.with_backend(move |b| -> Result<_, crate::keys::Error> {
+                Ok((b.public_key(&k)?, b.info(&k).ok()))
+            })
+            .await??
         };
         let host = state.host.as_ref().and_then(|h| {
             let chain = pem_chain(&h.chain_pem);
@@ -268,6 +273,7 @@ impl Engine {
             store,
             state,
             host_key,
+            host_key_info,
             host,
             host_failures: 0,
             retry_at: HashMap::new(),
@@ -614,5 +620,46 @@ impl Engine {
     /// The host key algorithm (for status).
     pub fn host_key_algorithm(&self) -> KeyAlgorithm {
         self.host_key.algorithm
+    }
+
+    /// A snapshot for `leafctl status`.
+    pub fn status(&self, now: SystemTime) -> Status {
+        let host_cert = self.state.host.as_ref().map(|h| HostCertStatus {
+            serial: h.serial.clone(),
+            not_after: h.not_after,
+            next_renewal: h.next_renewal,
+            last_error: self.errors.get(&None).cloned(),
+        });
+        let identities = self
+            .settings
+            .identities
+            .iter()
+            .map(|i| {
+                let s = self.state.identities.get(&i.name);
+                IdentityStatus {
+                    name: i.name.clone(),
+                    serial: s.map(|s| s.serial.clone()),
+                    not_after: s.map(|s| s.not_after),
+                    next_renewal: s.map(|s| s.next_renewal),
+                    rotations: s.map(|s| s.rotations).unwrap_or(0),
+                    last_error: self.errors.get(&Some(i.name.clone())).cloned(),
+                    outputs: i
+                        .keystores
+                        .iter()
+                        .chain(&i.truststores)
+                        .map(|o| o.path.clone())
+                        .collect(),
+                }
+            })
+            .collect();
+        Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            updated: now,
+            summary: self.status_line(now),
+            host_key: self.host_key_info.clone(),
+            host_cert,
+            identities,
+        }
     }
 }

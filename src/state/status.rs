@@ -1,0 +1,100 @@
+//! The daemon's status snapshot (`status.json` in the state directory): what `leafctl
+//! status` shows. Rewritten after every change; never holds secrets.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::keys::KeyInfo;
+use crate::keystore::{FileSpec, write_atomic};
+
+/// The snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// leafd version.
+    pub version: String,
+    /// Daemon process id.
+    pub pid: u32,
+    /// When this snapshot was written.
+    #[serde(with = "super::rfc3339")]
+    pub updated: SystemTime,
+    /// The STATUS= line.
+    pub summary: String,
+    /// The host key as read back from its backend.
+    pub host_key: Option<KeyInfo>,
+    /// The host issuing certificate.
+    pub host_cert: Option<HostCertStatus>,
+    /// Per identity, in config order.
+    pub identities: Vec<IdentityStatus>,
+}
+
+/// The host issuing certificate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostCertStatus {
+    /// Serial (hex).
+    pub serial: String,
+    /// notAfter.
+    #[serde(with = "super::rfc3339")]
+    pub not_after: SystemTime,
+    /// Planned renewal.
+    #[serde(with = "super::rfc3339")]
+    pub next_renewal: SystemTime,
+    /// Last error, if renewing it fails.
+    pub last_error: Option<String>,
+}
+
+/// One identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdentityStatus {
+    /// Name.
+    pub name: String,
+    /// Serial of the leaf in the stores (hex), if any yet.
+    pub serial: Option<String>,
+    /// notAfter.
+    #[serde(with = "super::rfc3339::option")]
+    pub not_after: Option<SystemTime>,
+    /// Planned renewal.
+    #[serde(with = "super::rfc3339::option")]
+    pub next_renewal: Option<SystemTime>,
+    /// Rotations so far.
+    pub rotations: u64,
+    /// Last error, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// Output files.
+    pub outputs: Vec<PathBuf>,
+}
+
+/// Where the snapshot lives.
+pub fn path(state_directory: &Path) -> PathBuf {
+    state_directory.join("status.json")
+}
+
+/// Writes the snapshot (0640: readable by the admin group the directory lets in).
+pub fn write(state_directory: &Path, status: &Status) -> Result<(), super::Error> {
+    let p = path(state_directory);
+    let err = |e: Box<dyn std::error::Error + Send + Sync>| super::Error::Save {
+        path: p.display().to_string(),
+        source: e,
+    };
+    let bytes = serde_json::to_vec_pretty(status).map_err(|e| err(e.into()))?;
+    write_atomic(
+        &p,
+        &bytes,
+        &FileSpec {
+            mode: 0o640,
+            owner: None,
+            group: None,
+        },
+    )
+    .map_err(|e| err(e.into()))?;
+    Ok(())
+}
+
+/// Reads the snapshot.
+pub fn read(state_directory: &Path) -> Result<Status, String> {
+    let p = path(state_directory);
+    let bytes = std::fs::read(&p)
+        .map_err(|e| format!("could not read {}: {e} (is leafd running?)", p.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("could not parse {}: {e}", p.display()))
+}
