@@ -578,3 +578,60 @@ fn unwritable_output_directory_keeps_the_last_good_keystore() {
     java::load_keystore(&store(&setup, "broker.p12")).unwrap();
     assert_eq!(setup.stop(), 0);
 }
+
+#[test]
+fn a_config_change_kafka_would_reject_is_refused_until_allowed() {
+    let good = two_identities("10m");
+    let mut setup = Setup::new(&good);
+    setup.start();
+    setup.wait_for("first rotation", Duration::from_secs(30), |s| {
+        s.rotations("broker") >= 1
+    });
+    let before = bytes(&setup.path("tls/broker.p12"));
+
+    // Dropping a SAN: Kafka refuses a keystore whose SANs shrink.
+    setup.write_config(&good.replacen(
+        "sans = [\"localhost\", \"127.0.0.1\"]",
+        "sans = [\"localhost\"]",
+        1,
+    ));
+    setup.signal(Signal::SIGHUP);
+    setup.wait_for("refusal", Duration::from_secs(15), |s| {
+        s.identity_state("broker")["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("would be removed"))
+    });
+    assert_eq!(
+        bytes(&setup.path("tls/broker.p12")),
+        before,
+        "the old keystore stays"
+    );
+    assert_eq!(setup.rotations("broker"), 1);
+
+    // Changing the subject is refused the same way.
+    setup.write_config(&good.replacen("CN=localhost,OU=kafka", "CN=renamed,OU=kafka", 1));
+    setup.signal(Signal::SIGHUP);
+    setup.wait_for("refusal", Duration::from_secs(15), |s| {
+        s.identity_state("broker")["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("subject would change"))
+    });
+    assert_eq!(bytes(&setup.path("tls/broker.p12")), before);
+
+    // Allowed explicitly (as with ssl.allow.dn.changes on the broker), it goes through.
+    setup.write_config(&good.replacen(
+        "subject = \"CN=localhost,OU=kafka,O=leafd test\"",
+        "subject = \"CN=renamed,OU=kafka,O=leafd test\"\nallow-dn-change = true",
+        1,
+    ));
+    setup.signal(Signal::SIGHUP);
+    setup.wait_for("rotation", Duration::from_secs(15), |s| {
+        s.rotations("broker") >= 2
+    });
+    let line = java::load_keystore(&store(&setup, "broker.p12")).unwrap();
+    assert!(
+        line.contains("subject=CN=renamed,OU=kafka,O=leafd test"),
+        "{line}"
+    );
+    assert_eq!(setup.stop(), 0);
+}

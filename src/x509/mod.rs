@@ -140,9 +140,10 @@ pub fn serial_from_bytes(mut bytes: [u8; 16]) -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
-/// Parameters for the embedded local root.
-pub fn root_params(
+/// Common CA parameters: CN-only subject, validity from `now` (backdated by [`BACKDATE`]).
+fn ca_params(
     common_name: &str,
+    constraints: BasicConstraints,
     now: SystemTime,
     validity: Duration,
     serial: [u8; 16],
@@ -150,12 +151,28 @@ pub fn root_params(
     let mut p = CertificateParams::default();
     p.distinguished_name = DistinguishedName::new();
     p.distinguished_name.push(DnType::CommonName, common_name);
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.is_ca = IsCa::Ca(constraints);
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    p.not_before = odt(now - BACKDATE);
+    p.not_before = odt(now - BACKDATE.min(validity));
     p.not_after = odt(now + validity);
     p.serial_number = Some(serial_from_bytes(serial));
     p
+}
+
+/// Parameters for the embedded local root.
+pub fn root_params(
+    common_name: &str,
+    now: SystemTime,
+    validity: Duration,
+    serial: [u8; 16],
+) -> CertificateParams {
+    ca_params(
+        common_name,
+        BasicConstraints::Unconstrained,
+        now,
+        validity,
+        serial,
+    )
 }
 
 /// Parameters for a host issuing certificate: CA, pathlen 0, name-constrained to `names`.
@@ -166,23 +183,19 @@ pub fn host_issuing_params(
     validity: Duration,
     serial: [u8; 16],
 ) -> CertificateParams {
-    let mut p = CertificateParams::default();
-    p.distinguished_name = DistinguishedName::new();
-    p.distinguished_name.push(DnType::CommonName, common_name);
-    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    let mut p = ca_params(
+        common_name,
+        BasicConstraints::Constrained(0),
+        now,
+        validity,
+        serial,
+    );
+    p.key_usages.push(KeyUsagePurpose::DigitalSignature);
     p.name_constraints = Some(NameConstraints {
         permitted_subtrees: permitted_subtrees(names),
         excluded_subtrees: Vec::new(),
     });
     p.use_authority_key_identifier_extension = true;
-    p.not_before = odt(now - BACKDATE.min(validity));
-    p.not_after = odt(now + validity);
-    p.serial_number = Some(serial_from_bytes(serial));
     p
 }
 
@@ -441,4 +454,124 @@ pub fn to_pem(ders: &[Vec<u8>]) -> String {
     ders.iter()
         .map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.clone())))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RenewalSettings;
+
+    fn identity(sans: Vec<San>) -> Identity {
+        Identity {
+            name: "t".into(),
+            subject: vec![
+                (DnAttribute::Organization, "Example, Inc.".into()),
+                (DnAttribute::OrganizationalUnit, "kafka".into()),
+                (DnAttribute::CommonName, "b1".into()),
+            ],
+            sans,
+            key_type: KeyAlgorithm::EcdsaP256,
+            ekus: vec![Eku::ServerAuth, Eku::ClientAuth],
+            lifetime: Duration::from_secs(3600),
+            renewal: RenewalSettings {
+                at: 0.66,
+                jitter: 0.0,
+                min_delay: Duration::from_secs(30),
+            },
+            allow_dn_change: false,
+            allow_san_change: false,
+            keystores: vec![],
+            truststores: vec![],
+        }
+    }
+
+    #[test]
+    fn name_constraints_cover_names_and_subdomains_only() {
+        let permitted = vec![
+            San::Dns("kafka.example.net".into()),
+            San::Ip("127.0.0.1".parse().unwrap()),
+        ];
+        assert!(name_permitted(
+            &San::Dns("kafka.example.net".into()),
+            &permitted
+        ));
+        assert!(name_permitted(
+            &San::Dns("b1.kafka.example.net".into()),
+            &permitted
+        ));
+        assert!(!name_permitted(
+            &San::Dns("evilkafka.example.net".into()),
+            &permitted
+        ));
+        assert!(!name_permitted(&San::Dns("example.net".into()), &permitted));
+        assert!(name_permitted(
+            &San::Ip("127.0.0.1".parse().unwrap()),
+            &permitted
+        ));
+        assert!(!name_permitted(
+            &San::Ip("127.0.0.2".parse().unwrap()),
+            &permitted
+        ));
+        // A wildcard SAN needs its parent as the subtree.
+        let wild = vec![San::Dns("*.kafka.example.net".into())];
+        assert_eq!(
+            permitted_subtrees(&wild),
+            vec![GeneralSubtree::DnsName("kafka.example.net".into())]
+        );
+        assert!(name_permitted(
+            &San::Dns("*.kafka.example.net".into()),
+            &wild
+        ));
+    }
+
+    #[test]
+    fn subject_prints_as_kafka_derives_the_principal() {
+        let id = identity(vec![]);
+        assert_eq!(
+            subject_string(&id.subject),
+            "CN=b1,OU=kafka,O=Example\\, Inc."
+        );
+        assert_eq!(escape_rfc2253(" a#b "), "\\ a#b\\ ");
+        assert_eq!(escape_rfc2253("#x"), "\\#x");
+    }
+
+    #[test]
+    fn host_and_leaf_certificates_carry_what_kafka_and_pkix_need() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let names = vec![
+            San::Dns("b1.kafka.example.net".into()),
+            San::Ip("127.0.0.1".parse().unwrap()),
+        ];
+        let root_key = rcgen::KeyPair::generate().unwrap();
+        let root = root_params("root", now, Duration::from_secs(86400 * 30), [7; 16])
+            .self_signed(&root_key)
+            .unwrap();
+        let host_key = rcgen::KeyPair::generate().unwrap();
+        let root_issuer = rcgen::Issuer::from_ca_cert_der(root.der(), &root_key).unwrap();
+        let host = host_issuing_params("host", &names, now, Duration::from_secs(86400), [9; 16])
+            .signed_by(&host_key, &root_issuer)
+            .unwrap();
+        let hs = summarize(host.der(), "host").unwrap();
+        assert_eq!(hs.permitted, names);
+        assert_eq!(hs.not_after, now + Duration::from_secs(86400));
+        assert_eq!(hs.not_before, now - BACKDATE);
+
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let host_issuer = rcgen::Issuer::from_ca_cert_der(host.der(), &host_key).unwrap();
+        let id = identity(names.clone());
+        let leaf = leaf_params(&id, now, [1; 16])
+            .unwrap()
+            .signed_by(&leaf_key, &host_issuer)
+            .unwrap();
+        let ls = summarize(leaf.der(), "leaf").unwrap();
+        assert_eq!(ls.subject, "CN=b1,OU=kafka,O=Example\\, Inc.");
+        assert_eq!(ls.sans, names);
+        assert_eq!(ls.not_after, now + Duration::from_secs(3600));
+        assert!(ls.serial.starts_with("01"), "{}", ls.serial);
+        assert_eq!(ls.serial.len(), 32);
+        let (_, parsed) = X509Certificate::from_der(leaf.der()).unwrap();
+        assert!(!parsed.is_ca());
+        let eku = parsed.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.server_auth && eku.client_auth);
+    }
 }
