@@ -21,8 +21,6 @@ use tracing::{error, info, warn};
 use crate::config::{self, IssuerSettings, LoadEnv, Settings};
 use crate::issuer::IssuerKind;
 use crate::issuer::local::LocalCa;
-use crate::keys::KeyBackend;
-use crate::keys::soft::SoftBackend;
 use crate::keys::worker::KeyService;
 use crate::renew::engine::{Engine, Event, chain};
 use crate::telemetry::{self, LogControl};
@@ -77,9 +75,23 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
-            ExitCode::from(EXIT_SOFTWARE)
+            ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// sysexits code for a start-up failure. A rejected PIN is a configuration problem (78), so
+/// systemd does not restart into a token lock-out; an unreachable device is EX_UNAVAILABLE
+/// (69), which systemd retries after `RestartSec`.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        match cause.downcast_ref::<crate::keys::Error>() {
+            Some(crate::keys::Error::Auth { .. }) => return EXIT_CONFIG,
+            Some(crate::keys::Error::Unavailable { .. }) => return 69,
+            _ => {}
+        }
+    }
+    EXIT_SOFTWARE
 }
 
 fn notify(states: &[NotifyState<'_>]) {
@@ -107,12 +119,9 @@ pub async fn run(
     ensure_private_dir(&state_dir)?;
     let now = SystemTime::now();
 
-    let keys_dir = state_dir.join("keys");
-    let (keys, _key_thread) = KeyService::spawn(move || {
-        let backend: Box<dyn KeyBackend> = Box::new(SoftBackend::open(&keys_dir)?);
-        Ok(backend)
-    })
-    .context("could not start the key backend")?;
+    let (key_settings, dir) = (settings.key.clone(), state_dir.clone());
+    let (keys, _key_thread) = KeyService::spawn(move || crate::keys::open_backend(&key_settings, &dir))
+        .context("could not open the host key backend")?;
     let issuer = match &settings.issuer {
         IssuerSettings::Local(ca) => IssuerKind::Local(
             LocalCa::open_or_create(&state_dir.join("ca"), ca, now)
@@ -157,6 +166,9 @@ pub async fn run(
                 notify(&[NotifyState::Reloading]);
                 match config::load(config_path, env) {
                     Ok(new) => {
+                        if new.key != settings_tx.borrow().key || new.issuer != settings_tx.borrow().issuer {
+                            warn!("changes to [key] and [issuer] take effect after a restart");
+                        }
                         if let Err(e) = log.set_level(&new.daemon.log_level) {
                             warn!("ignoring log-level: {e}");
                         }

@@ -238,3 +238,37 @@ pub fn check_label(label: &str) -> Result<(), Error> {
         Err(Error::InvalidLabel(label.to_owned()))
     }
 }
+
+/// Builds the configured backend. Call it on the key thread (see [`worker::KeyService`]):
+/// hardware contexts are not `Send`.
+pub fn open_backend(
+    settings: &crate::config::KeySettings,
+    state_directory: &std::path::Path,
+) -> Result<Box<dyn KeyBackend>, Error> {
+    use crate::config::BackendKind;
+    match &settings.backend {
+        BackendKind::Soft => Ok(Box::new(soft::SoftBackend::open(&state_directory.join("keys"))?)),
+        #[cfg(feature = "tpm")]
+        BackendKind::Tpm(t) => Ok(Box::new(tpm::TpmBackend::open(&tpm::TpmConfig {
+            tcti: t.tcti.clone(),
+            key_dir: state_directory.join("tpm"),
+            parent: t.parent,
+        })?)),
+        #[cfg(feature = "pkcs11")]
+        BackendKind::Pkcs11(p) => Ok(Box::new(pkcs11::Pkcs11Backend::open(&pkcs11::Pkcs11Config {
+            module: p.module.clone(),
+            token: match &p.token {
+                crate::config::Pkcs11Token::Label(l) => pkcs11::TokenSelector::Label(l.clone()),
+                crate::config::Pkcs11Token::Serial(s) => pkcs11::TokenSelector::Serial(s.clone()),
+            },
+            pin: p.pin.clone(),
+        })?)),
+        // Config validation refuses backends this build lacks.
+        #[allow(unreachable_patterns)]
+        other => Err(Error::Unavailable {
+            backend: other.name(),
+            what: format!("support for the {} backend was not built in", other.name()),
+            source: "missing cargo feature".into(),
+        }),
+    }
+}
