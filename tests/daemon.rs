@@ -635,3 +635,45 @@ fn a_config_change_kafka_would_reject_is_refused_until_allowed() {
     );
     assert_eq!(setup.stop(), 0);
 }
+
+#[test]
+fn speaks_the_systemd_notify_protocol() {
+    use std::os::unix::net::UnixDatagram;
+    let mut setup = Setup::new(&two_identities("10m"));
+    let sock_path = setup.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    setup.start_with_env(&[
+        ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "400000"),
+    ]);
+    let mut seen = String::new();
+    let mut recv_until = |what: &str, seen: &mut String| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut buf = [0u8; 4096];
+        while !seen.contains(what) {
+            assert!(
+                Instant::now() < deadline,
+                "no {what} from leafd; got:\n{seen}"
+            );
+            if let Ok(n) = sock.recv(&mut buf) {
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                seen.push('\n');
+            }
+        }
+    };
+    recv_until("READY=1", &mut seen);
+    assert!(
+        setup.rotations("broker") >= 1 && setup.path("tls/broker.p12").exists(),
+        "READY=1 only after the first keystores are written"
+    );
+    recv_until("STATUS=2 identities ok", &mut seen);
+    recv_until("WATCHDOG=1", &mut seen);
+    setup.signal(Signal::SIGHUP);
+    recv_until("RELOADING=1", &mut seen);
+    setup.signal(Signal::SIGTERM);
+    recv_until("STOPPING=1", &mut seen);
+    assert!(!seen.contains(PASSWORD));
+    assert_eq!(setup.stop_wait(), 0);
+}

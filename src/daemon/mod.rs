@@ -120,8 +120,9 @@ pub async fn run(
     let now = SystemTime::now();
 
     let (key_settings, dir) = (settings.key.clone(), state_dir.clone());
-    let (keys, _key_thread) = KeyService::spawn(move || crate::keys::open_backend(&key_settings, &dir))
-        .context("could not open the host key backend")?;
+    let (keys, _key_thread) =
+        KeyService::spawn(move || crate::keys::open_backend(&key_settings, &dir))
+            .context("could not open the host key backend")?;
     let issuer = match &settings.issuer {
         IssuerSettings::Local(ca) => IssuerKind::Local(
             LocalCa::open_or_create(&state_dir.join("ca"), ca, now)

@@ -247,7 +247,9 @@ pub fn open_backend(
 ) -> Result<Box<dyn KeyBackend>, Error> {
     use crate::config::BackendKind;
     match &settings.backend {
-        BackendKind::Soft => Ok(Box::new(soft::SoftBackend::open(&state_directory.join("keys"))?)),
+        BackendKind::Soft => Ok(Box::new(soft::SoftBackend::open(
+            &state_directory.join("keys"),
+        )?)),
         #[cfg(feature = "tpm")]
         BackendKind::Tpm(t) => Ok(Box::new(tpm::TpmBackend::open(&tpm::TpmConfig {
             tcti: t.tcti.clone(),
@@ -255,14 +257,18 @@ pub fn open_backend(
             parent: t.parent,
         })?)),
         #[cfg(feature = "pkcs11")]
-        BackendKind::Pkcs11(p) => Ok(Box::new(pkcs11::Pkcs11Backend::open(&pkcs11::Pkcs11Config {
-            module: p.module.clone(),
-            token: match &p.token {
-                crate::config::Pkcs11Token::Label(l) => pkcs11::TokenSelector::Label(l.clone()),
-                crate::config::Pkcs11Token::Serial(s) => pkcs11::TokenSelector::Serial(s.clone()),
+        BackendKind::Pkcs11(p) => Ok(Box::new(pkcs11::Pkcs11Backend::open(
+            &pkcs11::Pkcs11Config {
+                module: p.module.clone(),
+                token: match &p.token {
+                    crate::config::Pkcs11Token::Label(l) => pkcs11::TokenSelector::Label(l.clone()),
+                    crate::config::Pkcs11Token::Serial(s) => {
+                        pkcs11::TokenSelector::Serial(s.clone())
+                    }
+                },
+                pin: p.pin.clone(),
             },
-            pin: p.pin.clone(),
-        })?)),
+        )?)),
         // Config validation refuses backends this build lacks.
         #[allow(unreachable_patterns)]
         other => Err(Error::Unavailable {

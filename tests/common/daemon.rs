@@ -68,6 +68,12 @@ impl Setup {
         self.spawn(Command::new(env!("CARGO_BIN_EXE_leafd")));
     }
 
+    /// Like `start`, with extra environment variables (e.g. `NOTIFY_SOCKET`).
+    pub fn start_with_env(&mut self, vars: &[(&str, &str)]) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_leafd"));
+        self.spawn_with(&mut cmd, vars);
+    }
+
     /// Starts leafd as an unprivileged user (nobody) when the test runs as root, so file
     /// permissions apply to it as they do under systemd's `User=leafd`.
     pub fn start_unprivileged(&mut self) {
@@ -90,6 +96,10 @@ impl Setup {
     }
 
     fn spawn(&mut self, mut cmd: Command) {
+        self.spawn_with(&mut cmd, &[]);
+    }
+
+    fn spawn_with(&mut self, cmd: &mut Command, vars: &[(&str, &str)]) {
         assert!(self.child.is_none(), "already running");
         self.runs += 1;
         let log = fs::File::create(self.log_path()).unwrap();
@@ -99,6 +109,9 @@ impl Setup {
             .env("RUST_LOG", "info")
             .env_remove("JOURNAL_STREAM")
             .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -126,6 +139,11 @@ impl Setup {
     /// SIGTERM and wait for a clean exit; returns the exit code.
     pub fn stop(&mut self) -> i32 {
         self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.stop_wait()
+    }
+
+    /// Waits for the process to exit (after a signal already sent); returns the exit code.
+    pub fn stop_wait(&mut self) -> i32 {
         let mut c = self.child.take().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
