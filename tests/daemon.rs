@@ -677,3 +677,68 @@ fn speaks_the_systemd_notify_protocol() {
     assert!(!seen.contains(PASSWORD));
     assert_eq!(setup.stop_wait(), 0);
 }
+
+/// The daemon with its host key in a SoftHSM2 token: keystores load and handshake in Java,
+/// and `leafctl status` shows the non-exportable attributes read back from the token.
+#[cfg(feature = "pkcs11")]
+#[test]
+fn daemon_with_a_pkcs11_host_key() {
+    let hsm = common::softhsm::SoftHsm::new();
+    let mut setup = Setup::new(&two_identities("10m"));
+    fs::write(setup.path("hsm.pin"), format!("{}\n", hsm.pin())).unwrap();
+    let config = fs::read_to_string(setup.config_path()).unwrap();
+    let key = format!(
+        "[key]\nbackend = \"pkcs11\"\n\n[key.pkcs11]\nmodule = \"{}\"\ntoken-label = \"{}\"\npin-file = \"hsm.pin\"\n\n",
+        hsm.module().display(),
+        hsm.label()
+    );
+    fs::write(setup.config_path(), format!("{key}{config}")).unwrap();
+    let conf = hsm.conf();
+    setup.start_with_env(&[("SOFTHSM2_CONF", conf.to_str().unwrap())]);
+    setup.wait_for("first rotation", Duration::from_secs(30), |s| {
+        s.rotations("broker") >= 1 && s.rotations("client") >= 1
+    });
+    let line = java::handshake(
+        &store(&setup, "broker.p12"),
+        &store(&setup, "broker-trust.p12"),
+        &store(&setup, "client.jks"),
+        &store(&setup, "client-trust.pem"),
+        "127.0.0.1",
+    )
+    .unwrap();
+    assert!(line.contains("server-saw=CN=app-orders"), "{line}");
+    let (code, out) = run_bin(
+        env!("CARGO_BIN_EXE_leafctl"),
+        &[
+            "status",
+            "--json",
+            "--config",
+            setup.config_path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["host_key"]["backend"], "pkcs11");
+    assert_eq!(status["host_key"]["non_exportable"], true);
+    let facts = status["host_key"]["facts"].to_string();
+    assert!(
+        facts.contains("extractable") && facts.contains(hsm.label()),
+        "{facts}"
+    );
+    assert!(
+        !out.contains(hsm.pin()),
+        "the PIN leaked into leafctl status"
+    );
+    assert_eq!(setup.stop(), 0);
+
+    // A wrong PIN: exit 78 at once (no restart into a token lock-out), PIN not printed.
+    fs::write(setup.path("hsm.pin"), "999999\n").unwrap();
+    setup.start_with_env(&[("SOFTHSM2_CONF", conf.to_str().unwrap())]);
+    assert_eq!(setup.stop_wait(), 78, "{}", setup.log());
+    assert!(
+        setup.log().contains("authentication failed"),
+        "{}",
+        setup.log()
+    );
+    assert!(!setup.log().contains("999999"));
+}

@@ -809,6 +809,8 @@ impl KeyBackend for Pkcs11Backend {
     }
 }
 
+// DEVNOTE: the one process-wide value in leafd, on purpose: it mirrors the PKCS#11 library's
+// own per-process state (C_Initialize once per process and module), which no handle can own.
 /// Modules initialized by this process, with how many backends use each. PKCS#11 allows one
 /// `C_Initialize` per process and module, so backends share it and the last one finalizes.
 static MODULES: Mutex<Vec<LoadedModule>> = Mutex::new(Vec::new());
