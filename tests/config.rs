@@ -778,31 +778,63 @@ mode = "0644"
 // Hardware key backends.
 
 #[test]
-fn key_backends_parse_with_drop_in_overrides() {
-    use leafd::config::{Pkcs11Token, TpmSettings};
+fn tpm_backend_settings() {
+    use leafd::config::TpmSettings;
     let dir = tempfile::tempdir().unwrap();
     let main = dir.path().join("leafd.toml");
     write(
         &main,
         "[key]\nbackend = \"tpm\"\n\n[key.tpm]\nparent = \"0x81000001\"\n",
     );
-    let s = config::load(&main, &env()).unwrap();
-    assert_eq!(
-        s.key.backend,
-        BackendKind::Tpm(TpmSettings {
+    if cfg!(feature = "tpm") {
+        let s = config::load(&main, &env()).unwrap();
+        let expected = TpmSettings {
             tcti: "device:/dev/tpmrm0".into(),
-            parent: Some(0x8100_0001)
-        })
-    );
+            parent: Some(0x8100_0001),
+        };
+        assert_eq!(s.key.backend, BackendKind::Tpm(expected));
+        write(
+            &main,
+            "[key]\nbackend = \"tpm\"\n\n[key.tpm]\nparent = \"0x01000001\"\n",
+        );
+        assert_at(
+            &load_err(&main, &env()),
+            &main,
+            5,
+            10,
+            "parent must be a persistent handle",
+        );
+    } else {
+        assert_at(
+            &load_err(&main, &env()),
+            &main,
+            2,
+            11,
+            "built without TPM support",
+        );
+    }
+}
 
-    // A drop-in switches to PKCS#11; the PIN comes from a credential, the token by serial
-    // replaces a label set earlier.
+#[cfg(feature = "pkcs11")]
+#[test]
+fn pkcs11_backend_settings_with_drop_in_overrides() {
+    use leafd::config::Pkcs11Token;
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("leafd.toml");
+    // A drop-in picks the token by serial (replacing the label) and the PIN from a credential
+    // (replacing the file).
     write(&dir.path().join("hsm.pin"), "1234\n");
     write(
         &main,
         "[key]\nbackend = \"pkcs11\"\n\n[key.pkcs11]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\n\
          token-label = \"old\"\npin-file = \"hsm.pin\"\n",
     );
+    let s = config::load(&main, &env()).unwrap();
+    let BackendKind::Pkcs11(p) = &s.key.backend else {
+        panic!("{:?}", s.key.backend)
+    };
+    assert_eq!(p.token, Pkcs11Token::Label("old".into()));
+    assert_eq!(p.pin.expose(), "1234");
     write(
         &dir.path().join("leafd.d/10-hsm.toml"),
         "[key.pkcs11]\ntoken-serial = \"0123\"\npin-credential = \"broker-pass\"\n",
@@ -813,7 +845,7 @@ fn key_backends_parse_with_drop_in_overrides() {
     };
     assert_eq!(p.token, Pkcs11Token::Serial("0123".into()));
     assert_eq!(p.module, Path::new("/usr/lib/softhsm/libsofthsm2.so"));
-    assert!(!p.pin.expose().is_empty());
+    assert_ne!(p.pin.expose(), "1234");
     assert!(
         !format!("{s:?}").contains(p.pin.expose()),
         "the PIN leaks through Debug"

@@ -649,7 +649,7 @@ fn speaks_the_systemd_notify_protocol() {
         ("WATCHDOG_USEC", "400000"),
     ]);
     let mut seen = String::new();
-    let mut recv_until = |what: &str, seen: &mut String| {
+    let recv_until = |what: &str, seen: &mut String| {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut buf = [0u8; 4096];
         while !seen.contains(what) {
