@@ -2,3 +2,4 @@
 pub mod daemon;
 pub mod java;
 pub mod keys;
+pub mod swtpm;
