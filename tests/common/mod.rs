@@ -3,3 +3,4 @@ pub mod daemon;
 pub mod java;
 pub mod keys;
 pub mod softhsm;
+pub mod swtpm;
