@@ -26,6 +26,10 @@ use leafd::keystore;
 use leafd::renew::engine::required_names;
 use leafd::renew::mint::{encode_outputs, mint_leaf};
 
+#[cfg(feature = "tpm")]
+#[path = "../tests/common/swtpm.rs"]
+mod swtpm;
+
 const SIGNS: usize = 200;
 const MINTS: usize = 50;
 const HSM_PIN: &str = "1234";
@@ -197,6 +201,16 @@ fn main() {
         })
         .unwrap();
         rows.push(measure("pkcs11 (SoftHSM2)", &mut b, dir.path()));
+    }
+    #[cfg(feature = "tpm")]
+    {
+        use leafd::keys::tpm::{TpmBackend, TpmConfig};
+        let tpm = swtpm::SwtpmSession::new();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = TpmConfig::new(dir.path().join("tpm"));
+        config.tcti = tpm.tcti();
+        let mut b = TpmBackend::open(&config).unwrap();
+        rows.push(measure("tpm (swtpm)", &mut b, dir.path()));
     }
     println!();
     println!(

@@ -742,3 +742,60 @@ fn daemon_with_a_pkcs11_host_key() {
     );
     assert!(!setup.log().contains("999999"));
 }
+
+/// The daemon with its host key in a TPM (swtpm): keystores load and handshake in Java, and
+/// `leafctl status` shows the attributes read back from the TPM.
+#[cfg(feature = "tpm")]
+#[test]
+fn daemon_with_a_tpm_host_key() {
+    let tpm = common::swtpm::SwtpmSession::new();
+    let mut setup = Setup::new(&two_identities("10m"));
+    let config = fs::read_to_string(setup.config_path()).unwrap();
+    let key = format!(
+        "[key]\nbackend = \"tpm\"\n\n[key.tpm]\ntcti = \"{}\"\n\n",
+        tpm.tcti()
+    );
+    fs::write(setup.config_path(), format!("{key}{config}")).unwrap();
+    setup.start();
+    setup.wait_for("first rotation", Duration::from_secs(30), |s| {
+        s.rotations("broker") >= 1 && s.rotations("client") >= 1
+    });
+    let line = java::handshake(
+        &store(&setup, "broker.p12"),
+        &store(&setup, "broker-trust.p12"),
+        &store(&setup, "client.p12"),
+        &store(&setup, "client-trust.p12"),
+        "localhost",
+    )
+    .unwrap();
+    assert!(line.contains("client-saw=CN=localhost"), "{line}");
+    let (code, out) = run_bin(
+        env!("CARGO_BIN_EXE_leafctl"),
+        &[
+            "status",
+            "--json",
+            "--config",
+            setup.config_path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["host_key"]["backend"], "tpm");
+    assert_eq!(status["host_key"]["non_exportable"], true);
+    assert!(
+        status["host_key"]["facts"]
+            .to_string()
+            .contains("manufacturer"),
+        "{out}"
+    );
+    // The host key survives a daemon restart: same host certificate, leaves kept.
+    let host_serial = setup.state().unwrap()["host"]["serial"].clone();
+    assert_eq!(setup.stop(), 0);
+    setup.start();
+    setup.wait_for("ready", Duration::from_secs(30), |s| {
+        s.log().contains("ready")
+    });
+    assert_eq!(setup.state().unwrap()["host"]["serial"], host_serial);
+    assert_eq!(setup.rotations("broker"), 1);
+    assert_eq!(setup.stop(), 0);
+}
