@@ -28,6 +28,7 @@ use leafd::renew::mint::{encode_outputs, mint_leaf};
 
 #[cfg(feature = "tpm")]
 #[path = "../tests/common/swtpm.rs"]
+#[allow(dead_code, reason = "the benchmark uses only part of the test fixture")]
 mod swtpm;
 
 const SIGNS: usize = 200;

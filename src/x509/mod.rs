@@ -46,7 +46,8 @@ pub enum Error {
     InvalidPublicKey,
 }
 
-/// Clock skew allowance: `notBefore` is set this far in the past (at most the lifetime).
+/// Clock skew allowance: `notBefore` is set this far in the past (at most a tenth of the
+/// lifetime, so short lifetimes keep most of their validity ahead of them).
 pub const BACKDATE: Duration = Duration::from_secs(60);
 
 /// An rcgen signing key backed by a [`KeyBackend`] key. Use it inside
@@ -153,7 +154,7 @@ fn ca_params(
     p.distinguished_name.push(DnType::CommonName, common_name);
     p.is_ca = IsCa::Ca(constraints);
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    p.not_before = odt(now - BACKDATE.min(validity));
+    p.not_before = odt(now - BACKDATE.min(validity / 10));
     p.not_after = odt(now + validity);
     p.serial_number = Some(serial_from_bytes(serial));
     p
@@ -295,7 +296,7 @@ pub fn leaf_params(
         })
         .collect();
     p.use_authority_key_identifier_extension = true;
-    p.not_before = odt(now - BACKDATE.min(identity.lifetime));
+    p.not_before = odt(now - BACKDATE.min(identity.lifetime / 10));
     p.not_after = odt(now + identity.lifetime);
     p.serial_number = Some(serial_from_bytes(serial));
     Ok(p)
