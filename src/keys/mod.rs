@@ -224,6 +224,58 @@ pub trait KeyBackend {
     fn info(&mut self, key: &KeyRef) -> Result<KeyInfo, Error>;
 }
 
+impl Error {
+    /// A `Load` error for the key `label` stored at `path`.
+    pub fn load(
+        label: &str,
+        path: &std::path::Path,
+        e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Load {
+            label: label.to_owned(),
+            path: path.display().to_string(),
+            source: e.into(),
+        }
+    }
+}
+
+/// Stores a new key file `path` (0600) for `label`: temp file, fsync, hard link, fsync the
+/// directory. A hard link, unlike a rename, refuses to replace an existing file: a label
+/// names one key for its whole life.
+pub fn write_new_key_file(
+    path: &std::path::Path,
+    label: &str,
+    contents: &[u8],
+) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let store_err = |source| Error::Store {
+        label: label.to_owned(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(store_err)?;
+    let written = f.write_all(contents).and_then(|()| f.sync_all());
+    drop(f);
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    linked.map_err(store_err)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(store_err)
+}
+
 /// Checks a label is a safe object or file name.
 pub fn check_label(label: &str) -> Result<(), Error> {
     let ok = !label.is_empty()

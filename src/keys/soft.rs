@@ -3,8 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{KeyPair, PublicKeyData, SigningKey};
@@ -108,11 +107,7 @@ fn load_err(
     path: &Path,
     e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
 ) -> Error {
-    Error::Load {
-        label: label.to_owned(),
-        path: path.display().to_string(),
-        source: e.into(),
-    }
+    Error::load(label, path, e)
 }
 
 impl KeyBackend for SoftBackend {
@@ -136,28 +131,7 @@ impl KeyBackend for SoftBackend {
             })?;
         let text = Zeroizing::new(pem::encode(&block));
         drop(block);
-        let path = self.path(&spec.label);
-        let tmp = self.dir.join(format!(".{}.key.tmp", spec.label));
-        let store_err = |source| Error::Store {
-            label: spec.label.clone(),
-            source,
-        };
-        let _ = fs::remove_file(&tmp);
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(store_err)?;
-        f.write_all(text.as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(store_err)?;
-        // Refuse to replace an existing key: a label names one key for its whole life.
-        fs::hard_link(&tmp, &path).map_err(store_err)?;
-        let _ = fs::remove_file(&tmp);
-        if let Ok(d) = fs::File::open(&self.dir) {
-            d.sync_all().map_err(store_err)?;
-        }
+        super::write_new_key_file(&self.path(&spec.label), &spec.label, text.as_bytes())?;
         self.loaded.insert(spec.label.clone(), (spec.algorithm, kp));
         Ok(KeyRef {
             label: spec.label.clone(),

@@ -55,7 +55,7 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -314,28 +314,7 @@ impl TpmBackend {
     }
 
     fn write_key_file(&self, label: &str, text: &[u8]) -> Result<(), Error> {
-        let path = self.path(label);
-        let tmp = self.key_dir.join(format!(".{label}.tpm.tmp"));
-        let store_err = |source| Error::Store {
-            label: label.to_owned(),
-            source,
-        };
-        let _ = fs::remove_file(&tmp);
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(store_err)?;
-        let written = f.write_all(text).and_then(|()| f.sync_all());
-        drop(f);
-        // A hard link, unlike a rename, refuses to replace an existing label.
-        let linked = written.and_then(|()| fs::hard_link(&tmp, &path));
-        let _ = fs::remove_file(&tmp);
-        linked.map_err(store_err)?;
-        fs::File::open(&self.key_dir)
-            .and_then(|d| d.sync_all())
-            .map_err(store_err)
+        super::write_new_key_file(&self.path(label), label, text)
     }
 }
 
@@ -507,11 +486,7 @@ fn load_err(
     path: &Path,
     e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
 ) -> Error {
-    Error::Load {
-        label: label.to_owned(),
-        path: path.display().to_string(),
-        source: e.into(),
-    }
+    Error::load(label, path, e)
 }
 
 // ---------------------------------------------------------------------------------------------
