@@ -799,3 +799,20 @@ fn daemon_with_a_tpm_host_key() {
     assert_eq!(setup.rotations("broker"), 1);
     assert_eq!(setup.stop(), 0);
 }
+
+#[test]
+fn without_identities_it_idles() {
+    let mut setup = Setup::new(&header(true));
+    setup.start();
+    setup.wait_for("ready", Duration::from_secs(30), |s| {
+        s.log().contains("ready")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let log = setup.log();
+    assert!(log.contains("no [[identity]] is configured"), "{log}");
+    assert!(
+        log.contains("next renewal") && !log.contains("host issuing certificate not renewed"),
+        "{log}"
+    );
+    assert_eq!(setup.stop(), 0);
+}

@@ -314,8 +314,12 @@ impl Engine {
     }
 
     fn host_due(&self, now: SystemTime) -> bool {
-        let Some(h) = &self.host else { return true };
         let needed = required_names(&self.settings);
+        if needed.is_empty() {
+            // No identities: nothing to certify names for.
+            return false;
+        }
+        let Some(h) = &self.host else { return true };
         if !needed
             .iter()
             .all(|n| x509::name_permitted(n, &h.summary.permitted))
@@ -572,12 +576,13 @@ impl Engine {
             Some(r) => due.max(*r),
             None => due,
         };
+        let idle = now + Duration::from_secs(3600);
         let host_due = match &self.state.host {
             _ if self.host_due(now) => now,
             Some(h) => h.next_renewal,
-            None => now,
+            None => idle,
         };
-        let mut t = (now + Duration::from_secs(3600)).min(gate(None, host_due));
+        let mut t = idle.min(gate(None, host_due));
         for i in &self.settings.identities {
             let due = match self.state.identities.get(&i.name) {
                 _ if self.identity_needs(i, now) => now,
