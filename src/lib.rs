@@ -6,6 +6,7 @@
 pub mod config;
 pub mod ctl;
 pub mod daemon;
+pub mod dbus;
 pub mod issuer;
 pub mod keys;
 pub mod keystore;
