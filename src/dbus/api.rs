@@ -10,6 +10,11 @@
 //!
 //! Properties are read from [`Control::status`] at call time, so they are never stale.
 
+#![allow(
+    missing_docs,
+    reason = "zbus's interface and proxy macros generate items without docs"
+)]
+
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
