@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod issuer;
 pub mod keys;
 pub mod keystore;
+pub mod reload;
 pub mod renew;
 pub mod secret;
 pub mod state;

@@ -1,6 +1,7 @@
 #![allow(dead_code)]
 pub mod daemon;
 pub mod java;
+pub mod kafka_broker;
 pub mod keys;
 pub mod softhsm;
 pub mod swtpm;
