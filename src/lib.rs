@@ -10,6 +10,7 @@ pub mod dbus;
 pub mod issuer;
 pub mod keys;
 pub mod keystore;
+pub mod reload;
 pub mod renew;
 pub mod secret;
 pub mod state;

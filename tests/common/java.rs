@@ -9,7 +9,10 @@
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
-    reason = "test code: failing to set up or run the harness must panic"
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "test code: failing to set up or run the harness must panic; the serve JVM is \
+              waited for with std time"
 )]
 
 use std::fs::{self, OpenOptions};
@@ -227,6 +230,101 @@ impl Drop for Batch {
         }
         // Closing stdin is the batch loop's end-of-input; the JVM then exits by itself.
         drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+/// A `KafkaStoreCheck serve` JVM: a TLSv1.3 server on 127.0.0.1 (want client auth) that
+/// serves handshakes until dropped, and rebuilds its SSLContext on [`JavaTlsServer::reload`]
+/// the way Kafka does (new connections use the new stores).
+pub struct JavaTlsServer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    addr: std::net::SocketAddr,
+    secrets: Secrets,
+    _dir: tempfile::TempDir,
+}
+
+impl JavaTlsServer {
+    /// Starts the server on `keystore` and `truststore`; panics if they do not load.
+    pub fn start(keystore: &Store, truststore: &Store) -> JavaTlsServer {
+        let dir = tempfile::Builder::new()
+            .prefix("leafd-java-serve-")
+            .tempdir()
+            .expect("create a temporary directory for the port file");
+        let port_file = dir.path().join("port");
+        let mut secrets = Secrets::new();
+        let args = vec![
+            "serve".to_owned(),
+            "--keystore".to_owned(),
+            store_spec(keystore, &mut secrets),
+            "--truststore".to_owned(),
+            store_spec(truststore, &mut secrets),
+            "--port-file".to_owned(),
+            path_arg(&port_file),
+        ];
+        let mut child = java(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| spawn_failed("java", &e));
+        let stdin = child.stdin.take().expect("piped stdin");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let port: u16 = loop {
+            if let Ok(text) = fs::read_to_string(&port_file) {
+                break text.trim().parse().expect("a port number in the port file");
+            }
+            if let Some(status) = child.try_wait().expect("poll the serve JVM") {
+                let mut line = String::new();
+                let _ = stdout.read_line(&mut line);
+                panic!("KafkaStoreCheck serve {args:?} exited with {status}: {line}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "KafkaStoreCheck serve did not write its port within 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        JavaTlsServer {
+            child,
+            stdin: Some(stdin),
+            stdout,
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            secrets,
+            _dir: dir,
+        }
+    }
+
+    /// Where the server listens.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Rebuilds the server's SSLContext from new stores: `Ok("OK reloaded")` or
+    /// `Err("FAIL ...")` (the old context stays in use).
+    pub fn reload(&mut self, keystore: &Store, truststore: &Store) -> Result<String, String> {
+        let ks = store_spec(keystore, &mut self.secrets);
+        let ts = store_spec(truststore, &mut self.secrets);
+        let args = vec!["reload".to_owned(), ks, ts];
+        let stdin = self.stdin.as_mut().expect("stdin open until drop");
+        writeln!(stdin, "{}", args.join(" ")).expect("write to the serve JVM");
+        stdin.flush().expect("flush the serve JVM's stdin");
+        let mut line = String::new();
+        let n = self
+            .stdout
+            .read_line(&mut line)
+            .expect("read from the serve JVM");
+        assert!(n > 0, "the serve JVM exited during reload {args:?}");
+        verdict(line.trim_end(), &args)
+    }
+}
+
+impl Drop for JavaTlsServer {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }

@@ -2,6 +2,7 @@
 pub mod daemon;
 pub mod dbus;
 pub mod java;
+pub mod kafka_broker;
 pub mod keys;
 pub mod softhsm;
 pub mod swtpm;

@@ -21,6 +21,10 @@ import javax.net.ssl.*;
  *           --client-keystore T:P[:F] --client-truststore T:P[:F] [--host H]
  * pkix --chain CHAIN.pem --trust ROOTS.pem
  * batch            (one command per stdin line, one result line per command)
+ * serve --keystore T:P[:F] --truststore T:P[:F] --port-file F
+ *                  (TLSv1.3 server on 127.0.0.1, want client auth, serving handshakes until
+ *                  stdin closes; stdin "reload T:P[:F] T:P[:F]" swaps the SSLContext for new
+ *                  connections, as Kafka does, and prints "OK reloaded" or "FAIL ...")
  * </pre>
  *
  * Every command prints exactly one line, "OK ..." or "FAIL ...". Exit status: 0 for OK, 1 for
@@ -67,6 +71,9 @@ public final class KafkaStoreCheck {
         if (args.length == 1 && args[0].equals("batch")) {
             batch();
             return;
+        }
+        if (args.length > 0 && args[0].equals("serve")) {
+            System.exit(serve(args));
         }
         int status = runAndPrint(args);
         System.exit(status);
@@ -356,6 +363,88 @@ public final class KafkaStoreCheck {
             ts.setCertificateEntry("kafka" + i, certs[i]);
         }
         return ts;
+    }
+
+    // ---------------------------------------------------------------- serve
+
+    private static int serve(String[] args) throws Exception {
+        SSLContext initial;
+        Path portFile;
+        try {
+            Map<String, String> opts = options(args);
+            StoreSpec ks = StoreSpec.parse(required(opts, "--keystore"));
+            StoreSpec ts = StoreSpec.parse(required(opts, "--truststore"));
+            portFile = Path.of(required(opts, "--port-file"));
+            noneLeft(opts);
+            initial = context(ks, ts);
+        } catch (UsageException e) {
+            System.out.println("FAIL usage: " + e.getMessage());
+            return 2;
+        } catch (Throwable e) {
+            System.out.println(("FAIL " + describe(e)).replaceAll("[\\r\\n]+", " "));
+            return 1;
+        }
+        java.util.concurrent.atomic.AtomicReference<SSLContext> current =
+                new java.util.concurrent.atomic.AtomicReference<>(initial);
+        ServerSocket server =
+                new ServerSocket(0, 50, InetAddress.getByName("127.0.0.1"));
+        Thread acceptor = new Thread(() -> {
+            while (true) {
+                Socket plain;
+                try {
+                    plain = server.accept();
+                } catch (IOException e) {
+                    return;
+                }
+                SSLContext ctx = current.get();
+                Thread t = new Thread(() -> serveOne(ctx, plain));
+                t.setDaemon(true);
+                t.start();
+            }
+        });
+        acceptor.setDaemon(true);
+        acceptor.start();
+        Path tmp = portFile.resolveSibling(portFile.getFileName() + ".tmp");
+        Files.writeString(tmp, Integer.toString(server.getLocalPort()), StandardCharsets.UTF_8);
+        Files.move(tmp, portFile, StandardCopyOption.ATOMIC_MOVE);
+        BufferedReader in =
+                new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+        String line;
+        while ((line = in.readLine()) != null) {
+            String[] words = line.trim().split("\\s+");
+            String result;
+            try {
+                if (words.length != 3 || !words[0].equals("reload")) {
+                    throw new UsageException("expected reload KEYSTORE TRUSTSTORE, got " + line);
+                }
+                current.set(context(StoreSpec.parse(words[1]), StoreSpec.parse(words[2])));
+                result = "OK reloaded";
+            } catch (UsageException e) {
+                result = "FAIL usage: " + e.getMessage();
+            } catch (Throwable e) {
+                result = "FAIL " + describe(e);
+            }
+            System.out.println(result.replaceAll("[\\r\\n]+", " "));
+            System.out.flush();
+        }
+        server.close();
+        return 0;
+    }
+
+    /** Wraps an accepted socket with the context current at accept time and handshakes. */
+    private static void serveOne(SSLContext ctx, Socket plain) {
+        try (SSLSocket s = (SSLSocket) ctx.getSocketFactory()
+                .createSocket(plain, null, plain.getPort(), true)) {
+            s.setUseClientMode(false);
+            s.setWantClientAuth(true);
+            s.setEnabledProtocols(new String[] {"TLSv1.3"});
+            s.setSoTimeout(TIMEOUT_MS);
+            s.startHandshake();
+            // Wait for the client to close; the handshake is all that matters.
+            s.getInputStream().read();
+        } catch (Exception e) {
+            // Clients that only read the certificate abort the handshake; that is expected.
+        }
     }
 
     // ---------------------------------------------------------------- handshake
