@@ -42,6 +42,10 @@ fn identity(name: &str, serial: Option<&str>) -> IdentityStatus {
     IdentityStatus {
         name: name.to_owned(),
         serial: serial.map(str::to_owned),
+        subject: serial.map(|_| format!("CN={name},O=Example")),
+        issuer: serial.map(|_| "CN=broker-1.example.com leafd host issuing CA".to_owned()),
+        sans: vec![format!("{name}.example.com")],
+        not_before: serial.map(|_| at(1_890_000_000 - 1000)),
         not_after: serial.map(|_| at(1_900_000_000)),
         next_renewal: serial.map(|_| at(1_890_000_000)),
         rotations: 3,
@@ -50,6 +54,7 @@ fn identity(name: &str, serial: Option<&str>) -> IdentityStatus {
             PathBuf::from(format!("/etc/kafka/ssl/{name}.p12")),
             PathBuf::from(format!("/etc/kafka/ssl/{name}-trust.p12")),
         ],
+        reload: None,
     }
 }
 
@@ -260,10 +265,13 @@ async fn identity_objects_and_properties() {
     let broker = identity_proxy(&h, "broker").await;
     assert_eq!(broker.name().await.unwrap(), "broker");
     assert_eq!(broker.serial().await.unwrap(), "0a1b2c");
-    assert_eq!(broker.not_before().await.unwrap(), 0);
+    assert_eq!(broker.not_before().await.unwrap(), 1_889_999_000);
     assert_eq!(broker.not_after().await.unwrap(), 1_900_000_000);
     assert_eq!(broker.next_renewal().await.unwrap(), 1_890_000_000);
-    assert_eq!(broker.issuer().await.unwrap(), "");
+    assert_eq!(
+        broker.issuer().await.unwrap(),
+        "CN=broker-1.example.com leafd host issuing CA"
+    );
     assert_eq!(
         broker.keystores().await.unwrap(),
         vec![

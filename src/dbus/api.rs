@@ -257,10 +257,10 @@ impl IdentityObject {
         self.current().and_then(|i| i.serial).unwrap_or_default()
     }
 
-    /// notBefore of the leaf, unix seconds; 0 while the status does not carry it.
+    /// notBefore of the leaf, unix seconds; 0 if none.
     #[zbus(property)]
     async fn not_before(&self) -> u64 {
-        0
+        unix_seconds(self.current().and_then(|i| i.not_before))
     }
 
     /// notAfter of the leaf, unix seconds; 0 if none.
@@ -275,10 +275,10 @@ impl IdentityObject {
         unix_seconds(self.current().and_then(|i| i.next_renewal))
     }
 
-    /// The issuer of the leaf; "" while the status does not carry it.
+    /// The issuer of the leaf (RFC 2253); "" if none.
     #[zbus(property)]
     async fn issuer(&self) -> String {
-        String::new()
+        self.current().and_then(|i| i.issuer).unwrap_or_default()
     }
 
     /// The keystore files written for this identity.

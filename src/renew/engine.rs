@@ -644,6 +644,10 @@ impl Engine {
                 IdentityStatus {
                     name: i.name.clone(),
                     serial: s.map(|s| s.serial.clone()),
+                    subject: s.map(|s| s.subject.clone()),
+                    issuer: None,
+                    sans: s.map(|s| s.sans.clone()).unwrap_or_default(),
+                    not_before: s.map(|s| s.not_before),
                     not_after: s.map(|s| s.not_after),
                     next_renewal: s.map(|s| s.next_renewal),
                     rotations: s.map(|s| s.rotations).unwrap_or(0),
@@ -654,6 +658,7 @@ impl Engine {
                         .chain(&i.truststores)
                         .map(|o| o.path.clone())
                         .collect(),
+                    reload: None,
                 }
             })
             .collect();

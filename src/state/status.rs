@@ -51,6 +51,18 @@ pub struct IdentityStatus {
     pub name: String,
     /// Serial of the leaf in the stores (hex), if any yet.
     pub serial: Option<String>,
+    /// Subject of the leaf, RFC 2253 order (as Kafka derives the principal).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Issuer of the leaf (the host issuing certificate's subject), RFC 2253 order.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// SANs of the leaf (DNS names and IP literals).
+    #[serde(default)]
+    pub sans: Vec<String>,
+    /// notBefore.
+    #[serde(default, with = "super::rfc3339::option")]
+    pub not_before: Option<SystemTime>,
     /// notAfter.
     #[serde(with = "super::rfc3339::option")]
     pub not_after: Option<SystemTime>,
@@ -63,6 +75,35 @@ pub struct IdentityStatus {
     pub last_error: Option<String>,
     /// Output files.
     pub outputs: Vec<PathBuf>,
+    /// The broker reload after the last rotation, if reload actions are configured.
+    #[serde(default)]
+    pub reload: Option<ReloadStatus>,
+}
+
+/// Outcome of the reload actions and the served-certificate check after a rotation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadStatus {
+    /// Where it stands.
+    pub state: ReloadState,
+    /// Serial the reload should make the broker serve (hex).
+    pub serial: String,
+    /// When the state last changed.
+    #[serde(with = "super::rfc3339")]
+    pub at: SystemTime,
+    /// Human-readable detail: what failed, or what was verified.
+    pub detail: String,
+}
+
+/// Reload progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReloadState {
+    /// Actions running or the served serial not yet seen; retrying.
+    Pending,
+    /// Every action succeeded and every listener serves the new serial.
+    Verified,
+    /// Alarm: an action failed for good or a listener never served the new serial.
+    Failed,
 }
 
 /// Where the snapshot lives.
