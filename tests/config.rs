@@ -851,3 +851,106 @@ fn pkcs11_backend_settings_with_drop_in_overrides() {
         "the PIN leaks through Debug"
     );
 }
+
+#[test]
+fn reload_actions_and_verify() {
+    use leafd::config::{
+        KafkaReloadMode, KafkaSecurity, ReloadAction, SaslMechanism, SignalTarget,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leafd.toml");
+    write(
+        &dir.path().join("scram.pass"),
+        "fixture-secret-do-not-print\n",
+    );
+    write(
+        &path,
+        r#"[host]
+broker-id = 7
+[[identity]]
+name = "admin"
+sans = ["kafka-1.example.net"]
+[[identity.keystore]]
+format = "pem"
+path = "admin.pem"
+[[identity]]
+name = "broker"
+sans = ["kafka-1.example.net"]
+reload-retry-for = "2m"
+[[identity.keystore]]
+format = "pem"
+path = "broker.pem"
+[[identity.reload]]
+type = "kafka"
+bootstrap = "127.0.0.1:9093"
+listener = "INTERNAL"
+security = "sasl-ssl"
+server-name = "{fqdn}"
+client-identity = "admin"
+sasl-mechanism = "scram-sha-512"
+sasl-username = "leafd-{hostname}"
+sasl-password-file = "scram.pass"
+[[identity.reload]]
+type = "kafka"
+bootstrap = "[::1]:9094"
+broker-id = "{broker_id}"
+listener = "EXTERNAL"
+mode = "same-path"
+[[identity.reload]]
+type = "systemd"
+unit = "kafka.service"
+action = "restart"
+[[identity.reload]]
+type = "signal"
+pid-file = "kafka.pid"
+signal = "USR1"
+[[identity.reload]]
+type = "exec"
+command = ["/usr/local/bin/notify", "--quiet"]
+timeout = "5s"
+[identity.verify]
+addresses = ["127.0.0.1:9093", "127.0.0.1:9094", "127.0.0.1:9093"]
+timeout = "30s"
+"#,
+    );
+    let s = config::load(&path, &env()).unwrap();
+    let broker = &s.identities[1];
+    let r = &broker.reload;
+    assert_eq!(r.retry_for, Duration::from_secs(120));
+    assert_eq!(r.actions.len(), 5);
+    let ReloadAction::Kafka(k) = &r.actions[0] else {
+        panic!("{:?}", r.actions[0])
+    };
+    assert_eq!(k.bootstrap.to_string(), "127.0.0.1:9093");
+    assert_eq!(k.broker_id, 7);
+    assert_eq!(k.listener, "INTERNAL");
+    assert_eq!(k.mode, KafkaReloadMode::Alternate);
+    let KafkaSecurity::SaslSsl(tls, sasl) = &k.security else {
+        panic!("{:?}", k.security)
+    };
+    assert_eq!(tls.server_name, "kafka-1");
+    assert_eq!(tls.client_identity.as_deref(), Some("admin"));
+    assert_eq!(sasl.mechanism, SaslMechanism::ScramSha512);
+    assert_eq!(sasl.username, "leafd-kafka-1");
+    assert_eq!(sasl.password.expose(), "fixture-secret-do-not-print");
+    assert!(!format!("{s:?}").contains("fixture-secret-do-not-print"));
+    let ReloadAction::Kafka(k2) = &r.actions[1] else {
+        panic!()
+    };
+    assert_eq!(k2.mode, KafkaReloadMode::SamePath);
+    assert!(matches!(k2.security, KafkaSecurity::Plaintext));
+    assert_eq!(k2.broker_id, 7);
+    assert!(
+        matches!(&r.actions[2], ReloadAction::Systemd { unit, restart: true } if unit == "kafka.service")
+    );
+    assert!(
+        matches!(&r.actions[3], ReloadAction::Signal { target: SignalTarget::PidFile(p), signal } if *p == dir.path().join("kafka.pid") && *signal == 10)
+    );
+    assert!(
+        matches!(&r.actions[4], ReloadAction::Exec { argv, timeout } if argv.len() == 2 && *timeout == Duration::from_secs(5))
+    );
+    let v = r.verify.as_ref().unwrap();
+    assert_eq!(v.addresses.len(), 2, "duplicates dropped");
+    assert_eq!(v.timeout, Duration::from_secs(30));
+    assert!(s.identities[0].reload.actions.is_empty());
+}

@@ -237,6 +237,7 @@ fn leaf_outside_name_constraints_is_rejected_by_java_and_openssl() {
         allow_san_change: false,
         keystores: vec![],
         truststores: vec![],
+        reload: Default::default(),
     };
     for (name, san) in [
         ("dns", leafd::config::San::Dns("evil.example".into())),

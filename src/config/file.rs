@@ -103,6 +103,50 @@ pub(crate) struct IdentityFile {
     pub keystore: Vec<OutputFile>,
     #[serde(default)]
     pub truststore: Vec<OutputFile>,
+    #[serde(default)]
+    pub reload: Vec<ReloadFile>,
+    pub verify: Option<VerifyFile>,
+    pub reload_retry_for: Option<Spanned<String>>,
+}
+
+/// `[[identity.reload]]`: one table for every action type; validation checks which keys
+/// each type takes.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct ReloadFile {
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    // kafka
+    pub bootstrap: Option<Spanned<String>>,
+    pub broker_id: Option<Spanned<Scalar>>,
+    pub listener: Option<Spanned<String>>,
+    pub mode: Option<Spanned<String>>,
+    pub security: Option<Spanned<String>>,
+    pub server_name: Option<Spanned<String>>,
+    pub client_identity: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub sasl_mechanism: Option<Spanned<String>>,
+    pub sasl_username: Option<Spanned<String>>,
+    pub sasl_password_file: Option<Spanned<String>>,
+    pub sasl_password_credential: Option<Spanned<String>>,
+    // systemd, signal
+    pub unit: Option<Spanned<String>>,
+    pub action: Option<Spanned<String>>,
+    pub pid_file: Option<Spanned<String>>,
+    pub signal: Option<Spanned<String>>,
+    // exec
+    pub command: Option<Spanned<Vec<Spanned<String>>>>,
+    // kafka, exec
+    pub timeout: Option<Spanned<String>>,
+}
+
+/// `[identity.verify]`
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct VerifyFile {
+    pub addresses: Spanned<Vec<Spanned<String>>>,
+    pub server_name: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
 }
 
 /// `[[identity.keystore]]` and `[[identity.truststore]]`

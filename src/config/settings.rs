@@ -163,6 +163,8 @@ pub struct Identity {
     pub keystores: Vec<Output>,
     /// Truststores (trusted roots).
     pub truststores: Vec<Output>,
+    /// Broker reload after the stores are written.
+    pub reload: ReloadSettings,
 }
 
 /// Subject DN attribute types leafd writes.
@@ -269,4 +271,160 @@ pub struct Output {
     pub group: Option<u32>,
     /// File mode (default 0600).
     pub mode: u32,
+}
+
+/// What to do after an identity's stores are written, and how to check the broker took them.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadSettings {
+    /// Actions, in config order. They run one after another; the first failure stops them.
+    pub actions: Vec<ReloadAction>,
+    /// The served-certificate check after the actions, if configured.
+    pub verify: Option<VerifySettings>,
+    /// How long retryable failures (broker unreachable, serial not served yet) are retried
+    /// before the reload is declared failed and the alarm raised.
+    pub retry_for: Duration,
+}
+
+/// One reload action.
+#[derive(Debug, Clone)]
+pub enum ReloadAction {
+    /// IncrementalAlterConfigs to the broker's admin listener.
+    Kafka(KafkaReload),
+    /// `ReloadUnit` or `RestartUnit` of a systemd unit over D-Bus.
+    Systemd {
+        /// The unit, e.g. `kafka.service`.
+        unit: String,
+        /// `RestartUnit` instead of `ReloadUnit`.
+        restart: bool,
+    },
+    /// A signal to a process.
+    Signal {
+        /// Which process.
+        target: SignalTarget,
+        /// The signal number.
+        signal: i32,
+    },
+    /// A command (no shell), with the identity's details in its environment.
+    Exec {
+        /// Program and arguments.
+        argv: Vec<String>,
+        /// Killed after this long.
+        timeout: Duration,
+    },
+}
+
+impl ReloadAction {
+    /// A short label for logs and alarms: `kafka 127.0.0.1:9093`, `systemd kafka.service`.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Kafka(k) => format!("kafka {}", k.bootstrap),
+            Self::Systemd { unit, restart } => {
+                format!(
+                    "systemd {} {unit}",
+                    if *restart { "restart" } else { "reload" }
+                )
+            }
+            Self::Signal {
+                target: SignalTarget::Unit(u),
+                ..
+            } => format!("signal {u}"),
+            Self::Signal {
+                target: SignalTarget::PidFile(p),
+                ..
+            } => format!("signal {}", p.display()),
+            Self::Exec { argv, .. } => {
+                format!("exec {}", argv.first().map(String::as_str).unwrap_or(""))
+            }
+        }
+    }
+}
+
+/// The process a `signal` action is sent to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignalTarget {
+    /// The `MainPID` of a systemd unit.
+    Unit(String),
+    /// The pid in a pid file.
+    PidFile(PathBuf),
+}
+
+/// A `kafka` reload action.
+#[derive(Debug, Clone)]
+pub struct KafkaReload {
+    /// The broker's admin listener (normally loopback).
+    pub bootstrap: std::net::SocketAddr,
+    /// The broker's own id.
+    pub broker_id: i32,
+    /// The listener whose stores change (`listener.name.<listener>.ssl.*`).
+    pub listener: String,
+    /// Alternate between two paths (validated synchronously by KRaft brokers) or keep one.
+    pub mode: KafkaReloadMode,
+    /// How to reach the admin listener.
+    pub security: KafkaSecurity,
+    /// Limit for connecting and each request.
+    pub timeout: Duration,
+}
+
+/// How the broker's store location changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KafkaReloadMode {
+    /// The stores alternate between the configured path and a sibling `<stem>.alt.<ext>`.
+    Alternate,
+    /// The stores stay at the configured path (ZooKeeper-era brokers).
+    SamePath,
+}
+
+/// Security of the admin connection.
+#[derive(Debug, Clone)]
+pub enum KafkaSecurity {
+    /// `PLAINTEXT`.
+    Plaintext,
+    /// `SSL`.
+    Ssl(KafkaTls),
+    /// `SASL_PLAINTEXT`.
+    SaslPlaintext(KafkaSasl),
+    /// `SASL_SSL`.
+    SaslSsl(KafkaTls, KafkaSasl),
+}
+
+/// TLS to the admin listener.
+#[derive(Debug, Clone)]
+pub struct KafkaTls {
+    /// The broker's name as its certificate states it (SNI and verification).
+    pub server_name: String,
+    /// A leafd identity with a `pem` keystore whose leaf is presented as client certificate.
+    pub client_identity: Option<String>,
+    /// Roots to trust for the broker's certificate; leafd's own roots when unset.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// SASL credentials.
+#[derive(Debug, Clone)]
+pub struct KafkaSasl {
+    /// Mechanism.
+    pub mechanism: SaslMechanism,
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: Secret,
+}
+
+/// SASL mechanisms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    /// `PLAIN` (use over TLS or loopback only).
+    Plain,
+    /// `SCRAM-SHA-512`.
+    ScramSha512,
+}
+
+/// The served-certificate check.
+#[derive(Debug, Clone)]
+pub struct VerifySettings {
+    /// Listener addresses to handshake with.
+    pub addresses: Vec<std::net::SocketAddr>,
+    /// SNI to send; the identity's first DNS name when unset.
+    pub server_name: Option<String>,
+    /// How long to wait for every address to serve the new serial.
+    pub timeout: Duration,
 }

@@ -19,6 +19,8 @@ use crate::secret::Secret;
 use crate::template::{self, Vars};
 
 /// Defaults, in one place.
+mod reload;
+
 mod default {
     use std::time::Duration;
 
@@ -96,9 +98,19 @@ pub(crate) fn validate(
     let vars = Vars::new(&host);
 
     let mut identities = Vec::with_capacity(merged.identities.len());
+    let mut client_refs = Vec::new();
     for (file, identity) in merged.identities {
-        identities.push(v.identity(file, identity, &vars, &daemon, &host_cert_validity)?);
+        identities.push(v.identity(
+            file,
+            identity,
+            &vars,
+            &daemon,
+            &host,
+            &host_cert_validity,
+            &mut client_refs,
+        )?);
     }
+    v.check_client_identities(&client_refs, &identities)?;
     if identities.is_empty() {
         v.warnings.push(format!(
             "{}: no [[identity]] is configured; leafd will keep the host key fresh and idle",
@@ -644,7 +656,9 @@ impl Validator<'_> {
         identity: IdentityFile,
         vars: &Vars,
         daemon: &DaemonSettings,
+        host: &HostFacts,
         host_cert_validity: &HostCertValidity,
+        client_refs: &mut Vec<reload::ClientIdentityRef>,
     ) -> Result<Identity, Error> {
         let at = |s: toml::Spanned<String>| At::new(file, s);
         let name_at = at(identity.name);
@@ -837,6 +851,44 @@ impl Validator<'_> {
         for o in identity.truststore {
             truststores.push(self.output(file, o, OutputKind::Truststore, &name)?);
         }
+        let reload = self.reload(
+            file,
+            identity.reload,
+            identity.verify,
+            identity.reload_retry_for,
+            vars,
+            host.broker_id.as_deref(),
+            client_refs,
+        )?;
+        if reload
+            .actions
+            .iter()
+            .any(|a| matches!(a, ReloadAction::Kafka(k) if k.mode == KafkaReloadMode::Alternate))
+        {
+            // The sibling paths the stores alternate with are outputs too.
+            for o in keystores.iter().chain(&truststores) {
+                let alt = crate::keystore::alternate_path(&o.path);
+                let normalized = normalize(&alt);
+                if let Some(c) = self.claimed.iter().find(|c| c.normalized == normalized) {
+                    return Err(self.err(
+                        &name_at,
+                        format!(
+                            "{} (the alternate path of {} for the kafka reload) is already \
+                             written by {} (at {})",
+                            alt.display(),
+                            o.path.display(),
+                            c.owner,
+                            self.sources.describe(&c.at)
+                        ),
+                    ));
+                }
+                self.claimed.push(Claimed {
+                    normalized,
+                    at: name_at.with(()),
+                    owner: format!("identity {name:?} (alternate path)"),
+                });
+            }
+        }
 
         Ok(Identity {
             name,
@@ -854,6 +906,7 @@ impl Validator<'_> {
             allow_san_change: identity.allow_san_change.unwrap_or(false),
             keystores,
             truststores,
+            reload,
         })
     }
 

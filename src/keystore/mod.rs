@@ -41,6 +41,17 @@ use crate::secret::Secret;
 pub use atomic::{FileSpec, WriteOutcome, remove_stale_temps, write_atomic};
 pub use pkcs12::PBKDF2_ITERATIONS;
 
+/// The sibling a store alternates with under a kafka reload in `alternate` mode:
+/// `broker.p12` → `broker.alt.p12`, `broker` → `broker.alt`.
+pub fn alternate_path(path: &std::path::Path) -> PathBuf {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}.alt.{}", ext.to_string_lossy()),
+        None => format!("{stem}.alt"),
+    };
+    path.with_file_name(name)
+}
+
 /// A private key and its certificate chain, borrowed from the caller.
 #[derive(Clone, Copy)]
 pub struct KeyMaterial<'a> {

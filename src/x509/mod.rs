@@ -483,6 +483,7 @@ mod tests {
             allow_san_change: false,
             keystores: vec![],
             truststores: vec![],
+            reload: Default::default(),
         }
     }
 
