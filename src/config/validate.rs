@@ -75,6 +75,8 @@ struct Validator<'a> {
     env: &'a LoadEnv,
     warnings: &'a mut Vec<String>,
     claimed: Vec<Claimed>,
+    /// `client-identity` references, checked once every identity is known.
+    client_refs: Vec<reload::ClientIdentityRef>,
 }
 
 /// Validates the merged files into [`Settings`]. `warnings` collects what is allowed but
@@ -90,6 +92,7 @@ pub(crate) fn validate(
         env,
         warnings,
         claimed: Vec::new(),
+        client_refs: Vec::new(),
     };
     let daemon = v.daemon(&merged)?;
     let host = v.host(&merged)?;
@@ -98,19 +101,10 @@ pub(crate) fn validate(
     let vars = Vars::new(&host);
 
     let mut identities = Vec::with_capacity(merged.identities.len());
-    let mut client_refs = Vec::new();
     for (file, identity) in merged.identities {
-        identities.push(v.identity(
-            file,
-            identity,
-            &vars,
-            &daemon,
-            &host,
-            &host_cert_validity,
-            &mut client_refs,
-        )?);
+        identities.push(v.identity(file, identity, &vars, &daemon, &host, &host_cert_validity)?);
     }
-    v.check_client_identities(&client_refs, &identities)?;
+    v.check_client_identities(&identities)?;
     if identities.is_empty() {
         v.warnings.push(format!(
             "{}: no [[identity]] is configured; leafd will keep the host key fresh and idle",
@@ -658,7 +652,6 @@ impl Validator<'_> {
         daemon: &DaemonSettings,
         host: &HostFacts,
         host_cert_validity: &HostCertValidity,
-        client_refs: &mut Vec<reload::ClientIdentityRef>,
     ) -> Result<Identity, Error> {
         let at = |s: toml::Spanned<String>| At::new(file, s);
         let name_at = at(identity.name);
@@ -858,7 +851,6 @@ impl Validator<'_> {
             identity.reload_retry_for,
             vars,
             host.broker_id.as_deref(),
-            client_refs,
         )?;
         if reload
             .actions

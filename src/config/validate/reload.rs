@@ -104,11 +104,10 @@ impl Validator<'_> {
         retry_for: Option<toml::Spanned<String>>,
         vars: &Vars,
         host_broker_id: Option<&str>,
-        refs: &mut Vec<ClientIdentityRef>,
     ) -> Result<ReloadSettings, Error> {
         let mut out = Vec::with_capacity(actions.len());
         for r in actions {
-            out.push(self.action(file, r, vars, host_broker_id, refs)?);
+            out.push(self.action(file, r, vars, host_broker_id)?);
         }
         let verify = match verify {
             Some(v) => Some(self.verify(file, v, vars)?),
@@ -157,7 +156,6 @@ impl Validator<'_> {
         r: ReloadFile,
         vars: &Vars,
         host_broker_id: Option<&str>,
-        refs: &mut Vec<ClientIdentityRef>,
     ) -> Result<ReloadAction, Error> {
         let at = |s: toml::Spanned<String>| At::new(file, s);
         let kind = At::new(file, r.kind.clone());
@@ -324,7 +322,7 @@ impl Validator<'_> {
                     };
                     let client_identity = r.client_identity.map(at).map(|a| {
                         let name = a.value.clone();
-                        refs.push(ClientIdentityRef { at: a });
+                        self.client_refs.push(ClientIdentityRef { at: a });
                         name
                     });
                     let ca_file = match r.ca_file.map(at) {
@@ -550,12 +548,8 @@ impl Validator<'_> {
 
     /// Every `client-identity` must name an identity with a `pem` keystore: its key and
     /// chain are read from there for the admin connection's client certificate.
-    pub(super) fn check_client_identities(
-        &self,
-        refs: &[ClientIdentityRef],
-        identities: &[Identity],
-    ) -> Result<(), Error> {
-        for r in refs {
+    pub(super) fn check_client_identities(&self, identities: &[Identity]) -> Result<(), Error> {
+        for r in &self.client_refs {
             match identities.iter().find(|i| i.name == r.at.value) {
                 None => {
                     return Err(self.err(
