@@ -18,6 +18,16 @@ pub const MSG_CONFIG_RELOADED: &str = "52cbcf5b7eb54de88460a5864e29200e";
 /// A new configuration was rejected; the old one keeps running.
 pub const MSG_CONFIG_REJECTED: &str = "e1c1805e5f374c0f8d930e45b2d6e650";
 
+/// The broker took a rotation: every reload action succeeded and every listener serves the
+/// new serial.
+pub const MSG_RELOAD_VERIFIED: &str = "ed1dd1f838a54db29b7da4f0c35f70e4";
+/// Alarm: a reload action failed or a listener never served the new serial.
+pub const MSG_RELOAD_FAILED: &str = "01b537e9332448c88164b08f8ceb75c7";
+/// A reload action failed in a way worth retrying (broker unreachable, old serial served).
+pub const MSG_RELOAD_RETRY: &str = "a72a0162bb9a4b8b86277bc0c84e3afe";
+/// The D-Bus API could not be offered on the system bus; leafd runs on without it.
+pub const MSG_DBUS_UNAVAILABLE: &str = "9040f0d75e5f4adc94b4bc5db22fae4d";
+
 /// Changes the log filter after start-up (once the config is read).
 pub struct LogControl {
     handle: reload::Handle<EnvFilter, Registry>,

@@ -1,8 +1,11 @@
 //! Daemon wiring: config, key thread, issuer, engine loop, signals, sd_notify.
 //!
-//! One current-thread runtime. The engine loop runs as a task; the main task waits for
-//! signals: SIGHUP re-reads the config (a bad one is rejected and the old one keeps
-//! running), SIGTERM/SIGINT cancel the engine, which finishes the rotation in hand.
+//! One current-thread runtime. The engine loop runs as a task and owns the [`Engine`]; after
+//! each rotation it starts the identity's reload actions as a task of their own, whose
+//! progress and outcome come back over a channel. The main task waits for signals: SIGHUP
+//! (or `ReloadConfig` over D-Bus) re-reads the config (a bad one is rejected and the old one
+//! keeps running), SIGTERM/SIGINT cancel the engine, which finishes the rotation in hand.
+//! The D-Bus API is served on the system bus before READY=1; without a bus leafd runs on.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,12 +21,22 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use std::collections::HashMap;
+
+use tokio::sync::mpsc;
+
 use crate::config::{self, IssuerSettings, LoadEnv, Settings};
+use crate::dbus::{self, Service};
 use crate::issuer::IssuerKind;
 use crate::issuer::local::LocalCa;
 use crate::keys::worker::KeyService;
+use crate::reload::run::{Job, Outcome};
 use crate::renew::engine::{Engine, Event, chain};
+
+pub mod control;
+
 use crate::telemetry::{self, LogControl};
+use control::{DaemonControl, EngineCommand, ReloadRequest};
 
 /// How long SIGTERM waits for the rotation in hand.
 const DRAIN_GRACE: Duration = Duration::from_secs(30);
@@ -107,6 +120,82 @@ fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("could not set mode 0700 on {}", dir.display()))
 }
 
+/// The admin group's gid, if the group exists.
+fn admin_gid() -> Option<u32> {
+    nix::unistd::Group::from_name(ADMIN_GROUP)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
+}
+
+/// The group whose members may change things over D-Bus.
+pub const ADMIN_GROUP: &str = "leafd-admin";
+
+/// Offers the D-Bus API on the system bus (`DBUS_SYSTEM_BUS_ADDRESS` or the default socket).
+async fn serve_bus(control: DaemonControl) -> Option<Service> {
+    let builder = match zbus::connection::Builder::system() {
+        Ok(b) => b,
+        Err(e) => {
+            error!(
+                message_id = telemetry::MSG_DBUS_UNAVAILABLE,
+                "no system bus, D-Bus API off: {e}"
+            );
+            return None;
+        }
+    };
+    match dbus::serve(builder, std::sync::Arc::new(control), admin_gid()).await {
+        Ok(service) => {
+            info!("D-Bus API on the system bus as {}", dbus::BUS_NAME);
+            Some(service)
+        }
+        Err(e) => {
+            error!(
+                message_id = telemetry::MSG_DBUS_UNAVAILABLE,
+                "could not offer {} on the system bus (is the bus policy installed?), D-Bus API off: {e}",
+                dbus::BUS_NAME
+            );
+            None
+        }
+    }
+}
+
+/// Re-reads the config and hands it to the engine; a bad config is rejected and logged.
+fn reload_config(
+    config_path: &Path,
+    env: &LoadEnv,
+    settings_tx: &watch::Sender<Arc<Settings>>,
+    log: &LogControl,
+) -> Result<(), String> {
+    notify(&[NotifyState::Reloading]);
+    let outcome = match config::load(config_path, env) {
+        Ok(new) => {
+            if new.key != settings_tx.borrow().key || new.issuer != settings_tx.borrow().issuer {
+                warn!("changes to [key] and [issuer] take effect after a restart");
+            }
+            if let Err(e) = log.set_level(&new.daemon.log_level) {
+                warn!("ignoring log-level: {e}");
+            }
+            info!(
+                message_id = telemetry::MSG_CONFIG_RELOADED,
+                identities = new.identities.len(),
+                "configuration reloaded"
+            );
+            let _ = settings_tx.send(Arc::new(new));
+            Ok(())
+        }
+        Err(e) => {
+            let message = chain(&e);
+            error!(
+                message_id = telemetry::MSG_CONFIG_REJECTED,
+                "new configuration rejected, keeping the running one: {message}"
+            );
+            Err(message)
+        }
+    };
+    notify(&[NotifyState::Ready]);
+    outcome
+}
+
 /// Builds everything from `settings` and runs until SIGTERM/SIGINT.
 pub async fn run(
     config_path: &Path,
@@ -152,10 +241,32 @@ pub async fn run(
         env!("CARGO_PKG_VERSION")
     );
 
+    let (status_tx, status_rx) = watch::channel(engine.status(now));
+    let (engine_tx, engine_rx) = mpsc::channel(16);
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let bus = serve_bus(DaemonControl {
+        status: status_rx,
+        engine: engine_tx,
+        reload: reload_tx,
+    })
+    .await;
+
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
     let (settings_tx, settings_rx) = watch::channel(settings);
-    tracker.spawn(engine_loop(engine, settings_rx, token.clone()));
+    tracker.spawn(
+        EngineLoop {
+            engine,
+            settings: settings_rx,
+            commands: engine_rx,
+            status: status_tx,
+            bus,
+            token: token.clone(),
+            tracker: tracker.clone(),
+            reload_tasks: HashMap::new(),
+        }
+        .run(),
+    );
     tracker.close();
 
     let mut hup = signal(SignalKind::hangup()).context("could not install SIGHUP handler")?;
@@ -163,25 +274,9 @@ pub async fn run(
     let mut int = signal(SignalKind::interrupt()).context("could not install SIGINT handler")?;
     loop {
         tokio::select! {
-            _ = hup.recv() => {
-                notify(&[NotifyState::Reloading]);
-                match config::load(config_path, env) {
-                    Ok(new) => {
-                        if new.key != settings_tx.borrow().key || new.issuer != settings_tx.borrow().issuer {
-                            warn!("changes to [key] and [issuer] take effect after a restart");
-                        }
-                        if let Err(e) = log.set_level(&new.daemon.log_level) {
-                            warn!("ignoring log-level: {e}");
-                        }
-                        info!(message_id = telemetry::MSG_CONFIG_RELOADED, identities = new.identities.len(), "configuration reloaded");
-                        let _ = settings_tx.send(Arc::new(new));
-                    }
-                    Err(e) => error!(
-                        message_id = telemetry::MSG_CONFIG_REJECTED,
-                        "new configuration rejected, keeping the running one: {}", chain(&e)
-                    ),
-                }
-                notify(&[NotifyState::Ready]);
+            _ = hup.recv() => { let _ = reload_config(config_path, env, &settings_tx, log); }
+            Some(reply) = reload_rx.recv() => {
+                let _ = reply.send(reload_config(config_path, env, &settings_tx, log));
             }
             _ = term.recv() => { info!("SIGTERM: stopping"); break }
             _ = int.recv() => { info!("SIGINT: stopping"); break }
@@ -240,47 +335,217 @@ fn log_event(ev: &Event) {
     }
 }
 
-async fn engine_loop(
-    mut engine: Engine,
-    mut settings: watch::Receiver<Arc<Settings>>,
+/// What a reload task reports.
+enum ReloadReport {
+    Progress {
+        name: String,
+        serial: String,
+        detail: String,
+    },
+    Done {
+        name: String,
+        serial: String,
+        outcome: Outcome,
+    },
+}
+
+struct EngineLoop {
+    engine: Engine,
+    settings: watch::Receiver<Arc<Settings>>,
+    commands: mpsc::Receiver<EngineCommand>,
+    status: watch::Sender<crate::state::status::Status>,
+    bus: Option<Service>,
     token: CancellationToken,
-) {
-    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
-    let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-    let mut ready = false;
-    loop {
-        let events = engine.tick(SystemTime::now()).await;
-        events.iter().for_each(log_event);
-        let now = SystemTime::now();
-        let status = engine.status_line(now);
-        if !ready || !events.is_empty() {
-            let dir = engine.settings().daemon.state_directory.clone();
-            if let Err(e) = crate::state::status::write(&dir, &engine.status(now)) {
-                warn!("could not write the status snapshot: {}", chain(&e));
+    tracker: TaskTracker,
+    /// The running reload per identity; a newer rotation cancels the older reload.
+    reload_tasks: HashMap<String, CancellationToken>,
+}
+
+impl EngineLoop {
+    async fn run(mut self) {
+        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+        let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        let (report_tx, mut reports) = mpsc::unbounded_channel::<ReloadReport>();
+        let mut ready = false;
+        // A broker left on the other path by a crash between write and reload is told again.
+        for name in self.engine.unreloaded_at_start() {
+            self.start_reload(&name, &report_tx);
+        }
+        loop {
+            let events = self.engine.tick(SystemTime::now()).await;
+            self.handle(&events, &report_tx).await;
+            if !ready {
+                let now = SystemTime::now();
+                self.publish(now).await;
+                let status = self.engine.status_line(now);
+                notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+                info!("ready: {status}");
+                ready = true;
             }
-        }
-        if !ready {
-            notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
-            info!("ready: {status}");
-            ready = true;
-        } else if !events.is_empty() {
-            notify(&[NotifyState::Status(&status)]);
-        }
-        let sleep = engine
-            .next_wakeup(now)
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
-        tokio::select! {
-            _ = token.cancelled() => break,
-            _ = tokio::time::sleep(sleep) => {}
-            changed = settings.changed() => {
-                if changed.is_err() {
-                    break;
+            let now = SystemTime::now();
+            let sleep = self
+                .engine
+                .next_wakeup(now)
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            tokio::select! {
+                _ = self.token.cancelled() => break,
+                _ = tokio::time::sleep(sleep) => {}
+                changed = self.settings.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let new = self.settings.borrow_and_update().clone();
+                    self.engine.apply_settings(new);
+                    self.publish(SystemTime::now()).await;
                 }
-                let new = settings.borrow_and_update().clone();
-                engine.apply_settings(new);
+                Some(cmd) = self.commands.recv() => self.command(cmd, &report_tx).await,
+                Some(report) = reports.recv() => self.reload_report(report).await,
+                _ = ping.tick(), if watchdog.is_some() => notify(&[NotifyState::Watchdog]),
             }
-            _ = ping.tick(), if watchdog.is_some() => notify(&[NotifyState::Watchdog]),
+        }
+        for token in self.reload_tasks.values() {
+            token.cancel();
         }
     }
+
+    async fn command(
+        &mut self,
+        cmd: EngineCommand,
+        report_tx: &mpsc::UnboundedSender<ReloadReport>,
+    ) {
+        match cmd {
+            EngineCommand::Renew { name, reply } => {
+                info!(cert = %name, "renewal requested over D-Bus");
+                let result = match self.engine.renew_now(&name, SystemTime::now()).await {
+                    None => Err(dbus::ControlError::NotFound(name)),
+                    Some(events) => {
+                        let result = match events.last() {
+                            Some(Event::Rotated { .. }) => Ok(()),
+                            Some(Event::Failed { error, .. }) => {
+                                Err(dbus::ControlError::Failed(error.clone()))
+                            }
+                            _ => Err(dbus::ControlError::Failed("no rotation".to_owned())),
+                        };
+                        self.handle(&events, report_tx).await;
+                        result
+                    }
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Logs the events, starts reloads, publishes the new status.
+    async fn handle(&mut self, events: &[Event], report_tx: &mpsc::UnboundedSender<ReloadReport>) {
+        if events.is_empty() {
+            return;
+        }
+        events.iter().for_each(log_event);
+        for ev in events {
+            if let Event::Rotated {
+                identity,
+                serial,
+                not_after,
+            } = ev
+            {
+                if let Some(bus) = &self.bus
+                    && let Err(e) = bus.emit_rotated(identity, serial, *not_after).await
+                {
+                    warn!("could not emit CertificateRotated: {e}");
+                }
+                self.start_reload(identity, report_tx);
+            }
+        }
+        self.publish(SystemTime::now()).await;
+    }
+
+    fn start_reload(&mut self, name: &str, report_tx: &mpsc::UnboundedSender<ReloadReport>) {
+        let Some(job) = self.engine.reload_job(name) else {
+            return;
+        };
+        let token = self.token.child_token();
+        if let Some(old) = self.reload_tasks.insert(name.to_owned(), token.clone()) {
+            old.cancel();
+        }
+        let tx = report_tx.clone();
+        let connection = self.bus.as_ref().map(|b| b.connection().clone());
+        self.tracker.spawn(reload_task(job, connection, tx, token));
+    }
+
+    async fn reload_report(&mut self, report: ReloadReport) {
+        let now = SystemTime::now();
+        match report {
+            ReloadReport::Progress {
+                name,
+                serial,
+                detail,
+            } => {
+                warn!(message_id = telemetry::MSG_RELOAD_RETRY, cert = %name, serial = %serial, "broker reload: {detail}");
+                self.engine.reload_progress(&name, &serial, &detail, now);
+            }
+            ReloadReport::Done {
+                name,
+                serial,
+                outcome,
+            } => {
+                if !self.engine.reload_finished(&name, &serial, &outcome, now) {
+                    return;
+                }
+                self.reload_tasks.remove(&name);
+                if outcome.ok {
+                    info!(message_id = telemetry::MSG_RELOAD_VERIFIED, cert = %name, serial = %serial, detail = %outcome.detail, "broker reload verified");
+                } else {
+                    error!(message_id = telemetry::MSG_RELOAD_FAILED, cert = %name, serial = %serial, detail = %outcome.detail, "ALARM: broker reload failed: {}", outcome.detail);
+                    if let Some(bus) = &self.bus
+                        && let Err(e) = bus.emit_reload_failed(&name, &outcome.detail).await
+                    {
+                        warn!("could not emit ReloadFailed: {e}");
+                    }
+                }
+            }
+        }
+        self.publish(now).await;
+    }
+
+    /// Status to the D-Bus watch, status.json, STATUS= and the identity objects.
+    async fn publish(&mut self, now: SystemTime) {
+        let status = self.engine.status(now);
+        let dir = self.engine.settings().daemon.state_directory.clone();
+        if let Err(e) = crate::state::status::write(&dir, &status) {
+            warn!("could not write the status snapshot: {}", chain(&e));
+        }
+        notify(&[NotifyState::Status(&status.summary)]);
+        if let Some(bus) = &self.bus
+            && let Err(e) = bus.refresh_identities(&status).await
+        {
+            warn!("could not update the D-Bus identity objects: {e}");
+        }
+        self.status.send_replace(status);
+    }
+}
+
+async fn reload_task(
+    job: Job,
+    bus: Option<zbus::Connection>,
+    tx: mpsc::UnboundedSender<ReloadReport>,
+    token: CancellationToken,
+) {
+    let (name, serial) = (job.identity.name.clone(), job.serial.clone());
+    let progress = |detail: &str| {
+        let _ = tx.send(ReloadReport::Progress {
+            name: name.clone(),
+            serial: serial.clone(),
+            detail: detail.to_owned(),
+        });
+    };
+    let outcome = tokio::select! {
+        outcome = crate::reload::run::run(&job, bus.as_ref(), &progress) => outcome,
+        _ = token.cancelled() => return,
+    };
+    let _ = tx.send(ReloadReport::Done {
+        name: name.clone(),
+        serial: serial.clone(),
+        outcome,
+    });
 }

@@ -17,6 +17,8 @@
 //! certificate, so verification always opens a fresh connection.
 
 pub mod kafka;
+pub mod run;
+pub mod systemd;
 pub mod verify;
 
 use std::net::SocketAddr;

@@ -8,14 +8,17 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::config::{Identity, RenewalSettings, San, Settings};
+use crate::config::{
+    Identity, KafkaReloadMode, Output, ReloadAction, RenewalSettings, San, Settings, StoreFormat,
+};
 use crate::issuer::{HostCertRequest, Issuer, IssuerKind};
 use crate::keys::worker::KeyService;
 use crate::keys::{KeyAlgorithm, KeyInfo, KeyRef, KeySpec};
 use crate::keystore;
+use crate::reload::run::{Job, Outcome};
 use crate::renew::mint::{self, Minted};
 use crate::renew::policy::{next_renewal, retry_delay};
-use crate::state::status::{HostCertStatus, IdentityStatus, Status};
+use crate::state::status::{HostCertStatus, IdentityStatus, ReloadState, ReloadStatus, Status};
 use crate::state::{self, HostCertState, IdentityState, Loaded, State, StateStore};
 use crate::x509::{self, CertSummary};
 
@@ -113,6 +116,26 @@ pub struct Engine {
     /// Last error per identity (`None`: the host certificate), also for identities that
     /// never succeeded and so have no state entry yet.
     errors: HashMap<Option<String>, String>,
+    /// The reload after each identity's last rotation.
+    reloads: HashMap<String, ReloadStatus>,
+}
+
+/// Whether an identity's stores alternate between two paths for a kafka reload.
+pub fn alternates(identity: &Identity) -> bool {
+    identity
+        .reload
+        .actions
+        .iter()
+        .any(|a| matches!(a, ReloadAction::Kafka(k) if k.mode == KafkaReloadMode::Alternate))
+}
+
+/// The output as written to its alternate path or to its configured one.
+fn placed(output: &Output, alternate: bool) -> Output {
+    let mut o = output.clone();
+    if alternate {
+        o.path = keystore::alternate_path(&output.path);
+    }
+    o
 }
 
 /// What `Engine::start` found, for the log.
@@ -243,10 +266,12 @@ impl Engine {
             .iter()
             .flat_map(|i| i.keystores.iter().chain(&i.truststores))
         {
-            if let (Some(dir), Some(name)) =
-                (o.path.parent(), o.path.file_name().and_then(|n| n.to_str()))
-            {
-                report.stale_temps_removed += keystore::remove_stale_temps(dir, name);
+            for path in [o.path.clone(), keystore::alternate_path(&o.path)] {
+                if let (Some(dir), Some(name)) =
+                    (path.parent(), path.file_name().and_then(|n| n.to_str()))
+                {
+                    report.stale_temps_removed += keystore::remove_stale_temps(dir, name);
+                }
             }
         }
         let (host_spki, host_key_info) = {
@@ -278,6 +303,7 @@ impl Engine {
             host_failures: 0,
             retry_at: HashMap::new(),
             errors: HashMap::new(),
+            reloads: HashMap::new(),
         };
         Ok((engine, report))
     }
@@ -295,6 +321,7 @@ impl Engine {
             .retain(|k, _| names.contains(k.as_str()));
         self.retry_at.clear();
         self.errors.clear();
+        self.reloads.retain(|k, _| names.contains(k.as_str()));
         self.settings = settings;
     }
 
@@ -351,11 +378,27 @@ impl Engine {
             || s.config_digest != config_digest(identity)
             || now >= s.next_renewal
             || now >= s.not_after
-            || identity
-                .keystores
+            || self
+                .active_outputs(identity)
                 .iter()
-                .chain(&identity.truststores)
                 .any(|o| !o.path.exists())
+    }
+
+    /// The identity's outputs where its current stores are (the alternate paths when the
+    /// last rotation wrote there).
+    pub fn active_outputs(&self, identity: &Identity) -> Vec<Output> {
+        let alternate = alternates(identity)
+            && self
+                .state
+                .identities
+                .get(&identity.name)
+                .is_some_and(|s| s.written_alternate);
+        identity
+            .keystores
+            .iter()
+            .chain(&identity.truststores)
+            .map(|o| placed(o, alternate))
+            .collect()
     }
 
     /// Does whatever is due at `now`: the host certificate first, then every due identity.
@@ -388,38 +431,191 @@ impl Engine {
             if !self.identity_due(identity, now) {
                 continue;
             }
-            match self.rotate(identity, now).await {
+            events.push(self.rotate_recorded(identity, now).await);
+        }
+        events
+    }
+
+    /// Renews `name` now, whatever its schedule (`leafctl renew`). Returns `None` if no
+    /// identity has that name; otherwise the events, the last of which is the rotation or
+    /// its failure.
+    pub async fn renew_now(&mut self, name: &str, now: SystemTime) -> Option<Vec<Event>> {
+        let settings = self.settings.clone();
+        let identity = settings.identities.iter().find(|i| i.name == name)?;
+        let mut events = Vec::new();
+        if self.host_due(now) {
+            match self.renew_host_cert(now).await {
                 Ok(ev) => {
-                    self.retry_at.remove(&Some(identity.name.clone()));
-                    self.errors.remove(&Some(identity.name.clone()));
+                    self.host_failures = 0;
+                    self.retry_at.remove(&None);
+                    self.errors.remove(&None);
                     events.push(ev);
                 }
                 Err(e) => {
-                    let error = chain(&e);
-                    let failures = self
-                        .state
-                        .identities
-                        .get(&identity.name)
-                        .map(|s| s.failures + 1)
-                        .unwrap_or(1);
-                    let retry_at = now + self.retry_delay(failures);
-                    self.retry_at.insert(Some(identity.name.clone()), retry_at);
-                    self.errors
-                        .insert(Some(identity.name.clone()), error.clone());
-                    if let Some(s) = self.state.identities.get_mut(&identity.name) {
-                        s.failures = failures;
-                        s.last_error = Some(error.clone());
-                    }
-                    let _ = self.store.save(&self.state);
-                    events.push(Event::Failed {
-                        identity: Some(identity.name.clone()),
-                        error,
-                        retry_at,
-                    });
+                    // The leaf may still be mintable under the current host certificate.
+                    self.errors.insert(None, chain(&e));
                 }
             }
         }
-        events
+        events.push(self.rotate_recorded(identity, now).await);
+        Some(events)
+    }
+
+    /// Rotates one identity and records the outcome (retry schedule, errors, state).
+    async fn rotate_recorded(&mut self, identity: &Identity, now: SystemTime) -> Event {
+        match self.rotate(identity, now).await {
+            Ok(ev) => {
+                self.retry_at.remove(&Some(identity.name.clone()));
+                self.errors.remove(&Some(identity.name.clone()));
+                let reloads =
+                    !identity.reload.actions.is_empty() || identity.reload.verify.is_some();
+                if let Event::Rotated { serial, .. } = &ev
+                    && reloads
+                {
+                    let serial = serial.clone();
+                    self.reloads.insert(
+                        identity.name.clone(),
+                        ReloadStatus {
+                            state: ReloadState::Pending,
+                            serial,
+                            at: now,
+                            detail: "reload actions queued".to_owned(),
+                        },
+                    );
+                }
+                ev
+            }
+            Err(e) => {
+                let error = chain(&e);
+                let failures = self
+                    .state
+                    .identities
+                    .get(&identity.name)
+                    .map(|s| s.failures + 1)
+                    .unwrap_or(1);
+                let retry_at = now + self.retry_delay(failures);
+                self.retry_at.insert(Some(identity.name.clone()), retry_at);
+                self.errors
+                    .insert(Some(identity.name.clone()), error.clone());
+                if let Some(s) = self.state.identities.get_mut(&identity.name) {
+                    s.failures = failures;
+                    s.last_error = Some(error.clone());
+                }
+                let _ = self.store.save(&self.state);
+                Event::Failed {
+                    identity: Some(identity.name.clone()),
+                    error,
+                    retry_at,
+                }
+            }
+        }
+    }
+
+    /// Identities whose broker was not told about the current stores: alternating ones whose
+    /// last write went to the path the broker is not on (a crash or failure between write
+    /// and reload).
+    pub fn unreloaded_at_start(&self) -> Vec<String> {
+        self.settings
+            .identities
+            .iter()
+            .filter(|i| alternates(i))
+            .filter(|i| {
+                self.state.identities.get(&i.name).is_some_and(|s| {
+                    !s.in_progress && s.broker_alternate != Some(s.written_alternate)
+                })
+            })
+            .map(|i| i.name.clone())
+            .collect()
+    }
+
+    /// The reload job for `name`'s current leaf, if it has reload actions or a check.
+    pub fn reload_job(&self, name: &str) -> Option<Job> {
+        let identity = self.settings.identities.iter().find(|i| i.name == name)?;
+        if identity.reload.actions.is_empty() && identity.reload.verify.is_none() {
+            return None;
+        }
+        let s = self.state.identities.get(name)?;
+        let outputs = self.active_outputs(identity);
+        let (keystores, truststores) = outputs.split_at(identity.keystores.len());
+        let client_pems = self
+            .settings
+            .identities
+            .iter()
+            .filter_map(|i| {
+                let pem = self
+                    .active_outputs(i)
+                    .into_iter()
+                    .take(i.keystores.len())
+                    .find(|o| o.format == StoreFormat::Pem)?;
+                Some((i.name.clone(), pem.path))
+            })
+            .collect();
+        Some(Job {
+            identity: identity.clone(),
+            serial: s.serial.clone(),
+            not_after: s.not_after,
+            keystores: keystores.iter().map(|o| o.path.clone()).collect(),
+            truststores: truststores.iter().map(|o| o.path.clone()).collect(),
+            roots: self
+                .host
+                .as_ref()
+                .map(|h| h.roots.clone())
+                .unwrap_or_default(),
+            client_pems,
+        })
+    }
+
+    /// Records reload progress for `name`'s leaf `serial` (ignored if a newer leaf exists).
+    pub fn reload_progress(&mut self, name: &str, serial: &str, detail: &str, now: SystemTime) {
+        if self.state.identities.get(name).map(|s| s.serial.as_str()) != Some(serial) {
+            return;
+        }
+        self.reloads.insert(
+            name.to_owned(),
+            ReloadStatus {
+                state: ReloadState::Pending,
+                serial: serial.to_owned(),
+                at: now,
+                detail: detail.to_owned(),
+            },
+        );
+    }
+
+    /// Records how the reload of `name`'s leaf `serial` ended; remembers which paths the
+    /// broker now uses. Returns false if a newer leaf made this outcome moot.
+    pub fn reload_finished(
+        &mut self,
+        name: &str,
+        serial: &str,
+        outcome: &Outcome,
+        now: SystemTime,
+    ) -> bool {
+        let Some(s) = self.state.identities.get_mut(name) else {
+            return false;
+        };
+        if s.serial != serial {
+            return false;
+        }
+        if outcome.kafka_accepted && s.broker_alternate != Some(s.written_alternate) {
+            s.broker_alternate = Some(s.written_alternate);
+            if let Err(e) = self.store.save(&self.state) {
+                tracing::warn!("could not save state: {}", chain(&e));
+            }
+        }
+        self.reloads.insert(
+            name.to_owned(),
+            ReloadStatus {
+                state: if outcome.ok {
+                    ReloadState::Verified
+                } else {
+                    ReloadState::Failed
+                },
+                serial: serial.to_owned(),
+                at: now,
+                detail: outcome.detail.clone(),
+            },
+        );
+        true
     }
 
     fn retry_delay(&self, failures: u32) -> Duration {
@@ -536,8 +732,22 @@ impl Engine {
             s.in_progress = true;
             self.store.save(&self.state)?;
         }
+        // Alternating: write where the broker is not pointing; never overwrite the file its
+        // current override names.
+        let alternate = alternates(identity)
+            && self
+                .state
+                .identities
+                .get(&identity.name)
+                .and_then(|s| s.broker_alternate)
+                .is_some_and(|on_alternate| !on_alternate);
+        let broker_alternate = self
+            .state
+            .identities
+            .get(&identity.name)
+            .and_then(|s| s.broker_alternate);
         for e in &encoded {
-            keystore::write_output(e.output, &e.bytes).map_err(Error::Write)?;
+            keystore::write_output(&placed(e.output, alternate), &e.bytes).map_err(Error::Write)?;
         }
         let planned = next_renewal(
             summary.not_before,
@@ -560,6 +770,8 @@ impl Engine {
                 in_progress: false,
                 last_error: None,
                 failures: 0,
+                written_alternate: alternate,
+                broker_alternate,
             },
         );
         self.store.save(&self.state)?;
@@ -611,11 +823,32 @@ impl Engine {
             (Some(_), Some(_)) => "; host issuing certificate renewal failing",
             _ => "",
         };
+        let reload_of = |state: ReloadState| -> Vec<&str> {
+            self.settings
+                .identities
+                .iter()
+                .filter(|i| self.reloads.get(&i.name).is_some_and(|r| r.state == state))
+                .map(|i| i.name.as_str())
+                .collect()
+        };
+        let mut reload = String::new();
+        let alarms = reload_of(ReloadState::Failed);
+        if !alarms.is_empty() {
+            let _ = write!(
+                reload,
+                "; ALARM broker reload failed ({})",
+                alarms.join(", ")
+            );
+        }
+        let pending = reload_of(ReloadState::Pending);
+        if !pending.is_empty() {
+            let _ = write!(reload, "; reload pending ({})", pending.join(", "));
+        }
         if failing.is_empty() {
-            format!("{total} identities ok; next renewal {next}{host}")
+            format!("{total} identities ok; next renewal {next}{host}{reload}")
         } else {
             format!(
-                "{} of {total} identities failing ({}); next attempt {next}{host}",
+                "{} of {total} identities failing ({}); next attempt {next}{host}{reload}",
                 failing.len(),
                 failing.join(", ")
             )
@@ -645,20 +878,15 @@ impl Engine {
                     name: i.name.clone(),
                     serial: s.map(|s| s.serial.clone()),
                     subject: s.map(|s| s.subject.clone()),
-                    issuer: None,
+                    issuer: s.and(self.host.as_ref()).map(|h| h.summary.subject.clone()),
                     sans: s.map(|s| s.sans.clone()).unwrap_or_default(),
                     not_before: s.map(|s| s.not_before),
                     not_after: s.map(|s| s.not_after),
                     next_renewal: s.map(|s| s.next_renewal),
                     rotations: s.map(|s| s.rotations).unwrap_or(0),
                     last_error: self.errors.get(&Some(i.name.clone())).cloned(),
-                    outputs: i
-                        .keystores
-                        .iter()
-                        .chain(&i.truststores)
-                        .map(|o| o.path.clone())
-                        .collect(),
-                    reload: None,
+                    outputs: self.active_outputs(i).into_iter().map(|o| o.path).collect(),
+                    reload: self.reloads.get(&i.name).cloned(),
                 }
             })
             .collect();

@@ -76,6 +76,14 @@ pub struct IdentityState {
     pub last_error: Option<String>,
     /// Consecutive failures.
     pub failures: u32,
+    /// The stores were written to their alternate paths (`<stem>.alt.<ext>`), for a kafka
+    /// reload in `alternate` mode.
+    #[serde(default)]
+    pub written_alternate: bool,
+    /// Which path the broker was last told to use: `Some(true)` the alternate paths,
+    /// `Some(false)` the configured ones, `None` never told (its static config).
+    #[serde(default)]
+    pub broker_alternate: Option<bool>,
 }
 
 /// Renders SANs for the state file.
@@ -259,6 +267,8 @@ mod tests {
                 in_progress: false,
                 last_error: None,
                 failures: 0,
+                written_alternate: false,
+                broker_alternate: None,
             },
         );
         s
