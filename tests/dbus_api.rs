@@ -214,6 +214,22 @@ fn run_as(as_nobody: Option<&[u32]>, address: &str, args: &[&str]) -> Output {
         .expect("could not run busctl/setpriv")
 }
 
+/// `dbus-send --print-reply` as `nobody` without groups; it prints `Error <name>: <message>`.
+fn dbus_send_as_nobody(address: &str, method_and_args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "dbus-send",
+        ])
+        .arg(format!("--bus={address}"))
+        .args(["--print-reply", &format!("--dest={BUS_NAME}"), MANAGER_PATH])
+        .args(method_and_args)
+        .output()
+        .expect("could not run setpriv dbus-send")
+}
+
 fn text(o: &Output) -> String {
     format!(
         "rc={:?}\nstdout:\n{}\nstderr:\n{}",
@@ -491,11 +507,33 @@ async fn non_admin_callers_are_denied() {
     .await
     .unwrap();
     for o in [&renew, &reload] {
+        // busctl prints only the error message, not its name.
         let out = text(o);
         assert!(!o.status.success(), "{out}");
         assert!(
-            out.contains("org.leafd.leafd1.Error.AccessDenied")
-                || out.contains("needs root or membership in the leafd-admin group"),
+            out.contains("needs root or membership in the leafd-admin group"),
+            "{out}"
+        );
+    }
+    // dbus-send prints the error name: check it exactly.
+    let address = h.bus.address().to_owned();
+    let (renew, reload) = tokio::task::spawn_blocking(move || {
+        (
+            dbus_send_as_nobody(
+                &address,
+                &["org.leafd.leafd1.Manager.Renew", "string:broker"],
+            ),
+            dbus_send_as_nobody(&address, &["org.leafd.leafd1.Manager.ReloadConfig"]),
+        )
+    })
+    .await
+    .unwrap();
+    for o in [&renew, &reload] {
+        let out = text(o);
+        assert!(!o.status.success(), "{out}");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            stderr.starts_with("Error org.leafd.leafd1.Error.AccessDenied: "),
             "{out}"
         );
     }
