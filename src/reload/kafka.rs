@@ -1,29 +1,40 @@
-//! A minimal Kafka admin client: just enough to alter a broker's store locations.
+//! A minimal Kafka admin client: just enough to read and alter a broker's store locations.
 //!
 //! `kafka-protocol` is a codec only; this module adds the 4-byte big-endian length framing,
-//! correlation ids, ApiVersions (key 18) negotiation and the socket (plain TCP or TLS).
-//! SASL is not implemented yet.
+//! correlation ids, ApiVersions (key 18) negotiation, the socket (plain TCP or TLS) and SASL
+//! authentication. With SASL, a connection runs the sequence of Kafka's
+//! `SaslClientAuthenticator`: ApiVersions v0, SaslHandshake v1 naming the mechanism, then the
+//! mechanism's tokens in SaslAuthenticate requests (the highest version both sides speak,
+//! v0-v2); only then are admin requests sent. The mechanisms themselves are in
+//! [`super::sasl`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use kafka_protocol::error::ParseResponseErrorCode;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, RequestHeader, ResponseHeader,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
+    SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::Error;
+use super::sasl::{ScramClient, ScramError, plain_token, random_nonce};
+use super::{Sasl, SaslMechanism};
+use crate::secret::Secret;
 
 /// ConfigResource type BROKER.
 const RESOURCE_BROKER: i8 = 4;
@@ -31,9 +42,23 @@ const RESOURCE_BROKER: i8 = 4;
 const OP_SET: i8 = 0;
 /// CLUSTER_AUTHORIZATION_FAILED.
 const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+/// UNSUPPORTED_SASL_MECHANISM.
+const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+/// ILLEGAL_SASL_STATE.
+const ILLEGAL_SASL_STATE: i16 = 34;
+/// SASL_AUTHENTICATION_FAILED.
+const SASL_AUTHENTICATION_FAILED: i16 = 58;
 /// IncrementalAlterConfigs versions this client speaks (v1 is flexible).
 const IAC_MIN: i16 = 0;
 const IAC_MAX: i16 = 1;
+/// DescribeConfigs versions this client speaks (v4 is flexible; v0 left Kafka in 4.0).
+const DESCRIBE_CONFIGS_MIN: i16 = 1;
+const DESCRIBE_CONFIGS_MAX: i16 = 4;
+/// SaslHandshake v1: the tokens follow in SaslAuthenticate requests (v0 sent them raw).
+const SASL_HANDSHAKE_VERSION: i16 = 1;
+/// SaslAuthenticate versions this client speaks (v1 adds the session lifetime, v2 is flexible).
+const SASL_AUTHENTICATE_MIN: i16 = 0;
+const SASL_AUTHENTICATE_MAX: i16 = 2;
 /// ApiVersions v0: every broker answers it, and its response header is always v0.
 const API_VERSIONS_VERSION: i16 = 0;
 /// Responses larger than this are refused (ours are a few hundred bytes).
@@ -41,7 +66,8 @@ const MAX_RESPONSE: usize = 16 * 1024 * 1024;
 /// Default limit for connecting and for each request/response exchange.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How to reach the admin listener.
+/// How to reach the admin listener: Kafka's `security.protocol` and what it needs. `Debug`
+/// shows SASL passwords redacted.
 #[derive(Clone, Debug)]
 pub enum Security {
     /// `PLAINTEXT`.
@@ -55,6 +81,55 @@ pub enum Security {
         /// The broker's name as its certificate states it.
         server_name: ServerName<'static>,
     },
+    /// `SASL_PLAINTEXT`: SASL authentication on a plain TCP connection. The PLAIN mechanism
+    /// sends the password in clear, so keep this to a loopback listener or use SCRAM.
+    SaslPlaintext {
+        /// The mechanism and credentials.
+        sasl: Sasl,
+    },
+    /// `SASL_SSL`: TLS as for [`Security::Ssl`], then SASL authentication inside it.
+    SaslSsl {
+        /// The rustls client configuration.
+        config: Arc<rustls::ClientConfig>,
+        /// The broker's name as its certificate states it.
+        server_name: ServerName<'static>,
+        /// The mechanism and credentials.
+        sasl: Sasl,
+    },
+}
+
+impl Security {
+    /// Kafka's name for this protocol, as in `security.protocol`, e.g. `SASL_SSL`.
+    pub fn protocol_name(&self) -> &'static str {
+        match self {
+            Security::Plaintext => "PLAINTEXT",
+            Security::Ssl { .. } => "SSL",
+            Security::SaslPlaintext { .. } => "SASL_PLAINTEXT",
+            Security::SaslSsl { .. } => "SASL_SSL",
+        }
+    }
+
+    fn tls(&self) -> Option<(&Arc<rustls::ClientConfig>, &ServerName<'static>)> {
+        match self {
+            Security::Plaintext | Security::SaslPlaintext { .. } => None,
+            Security::Ssl {
+                config,
+                server_name,
+            }
+            | Security::SaslSsl {
+                config,
+                server_name,
+                ..
+            } => Some((config, server_name)),
+        }
+    }
+
+    fn sasl(&self) -> Option<&Sasl> {
+        match self {
+            Security::Plaintext | Security::Ssl { .. } => None,
+            Security::SaslPlaintext { sasl } | Security::SaslSsl { sasl, .. } => Some(sasl),
+        }
+    }
 }
 
 /// Which store a location change refers to.
@@ -98,6 +173,15 @@ pub enum ReloadMode {
     SamePath,
 }
 
+/// A listener's current store locations, as the broker reports them in DescribeConfigs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreLocations {
+    /// The keystore location the listener uses, `None` when the broker has none.
+    pub keystore: Option<String>,
+    /// The truststore location the listener uses, `None` when the broker has none.
+    pub truststore: Option<String>,
+}
+
 /// One API the broker supports, from its ApiVersions response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SupportedApi {
@@ -116,7 +200,9 @@ pub fn next_path<'p>(current: &Path, a: &'p Path, b: &'p Path) -> &'p Path {
     if current == a { b } else { a }
 }
 
-/// An admin client for one broker.
+/// An admin client for one broker. Each operation opens its own connection and, with a SASL
+/// [`Security`], authenticates it before sending anything else. `Debug` shows the password
+/// redacted.
 #[derive(Clone, Debug)]
 pub struct KafkaAdmin {
     bootstrap: SocketAddr,
@@ -149,10 +235,35 @@ impl KafkaAdmin {
         self.bootstrap
     }
 
-    /// The APIs and versions the broker supports.
+    /// The APIs and versions the broker supports (after authenticating, with SASL).
     pub async fn api_versions(&self) -> Result<Vec<SupportedApi>, Error> {
         let mut conn = self.connect().await?;
-        conn.api_versions().await
+        conn.api_versions().await.map(<[SupportedApi]>::to_vec)
+    }
+
+    /// The keystore and truststore locations listener `listener` of broker `broker_id`
+    /// currently uses, read with one DescribeConfigs for BROKER `broker_id`. At start-up this
+    /// tells which of the A/B paths (see [`next_path`]) the broker is on.
+    ///
+    /// Each location is `listener.name.<listener>.ssl.{keystore,truststore}.location`, or,
+    /// when the listener has no such override, the broker-wide `ssl.*.location` it falls
+    /// back to, as Kafka's listener config does. Needs `DESCRIBE_CONFIGS` on `CLUSTER`.
+    pub async fn current_store_locations(
+        &self,
+        broker_id: i32,
+        listener: &str,
+    ) -> Result<StoreLocations, Error> {
+        let mut conn = self.connect().await?;
+        let version = conn
+            .negotiate(
+                ApiKey::DescribeConfigs,
+                "DescribeConfigs",
+                DESCRIBE_CONFIGS_MIN,
+                DESCRIBE_CONFIGS_MAX,
+            )
+            .await?;
+        conn.describe_store_locations(version, broker_id, listener)
+            .await
     }
 
     /// Sends one IncrementalAlterConfigs for BROKER `broker_id` that SETs each change's
@@ -216,12 +327,9 @@ impl KafkaAdmin {
         };
         // Nagle would delay our small requests; failing to disable it is harmless.
         let _ = tcp.set_nodelay(true);
-        let stream: Box<dyn Stream> = match &self.security {
-            Security::Plaintext => Box::new(tcp),
-            Security::Ssl {
-                config,
-                server_name,
-            } => {
+        let stream: Box<dyn Stream> = match self.security.tls() {
+            None => Box::new(tcp),
+            Some((config, server_name)) => {
                 let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
                 let handshake = connector.connect(server_name.clone(), tcp);
                 match tokio::time::timeout(self.timeout, handshake).await {
@@ -237,13 +345,18 @@ impl KafkaAdmin {
                 }
             }
         };
-        Ok(Conn {
+        let mut conn = Conn {
             stream,
             addr,
             client_id: StrBytes::from_string(self.client_id.clone()),
             timeout: self.timeout,
             next_correlation: 1,
-        })
+            apis: None,
+        };
+        if let Some(sasl) = self.security.sasl() {
+            conn.authenticate(sasl).await?;
+        }
+        Ok(conn)
     }
 }
 
@@ -256,10 +369,21 @@ struct Conn {
     client_id: StrBytes,
     timeout: Duration,
     next_correlation: i32,
+    /// The broker's ApiVersions answer, once asked.
+    apis: Option<Vec<SupportedApi>>,
 }
 
 impl Conn {
-    async fn api_versions(&mut self) -> Result<Vec<SupportedApi>, Error> {
+    /// The broker's APIs, asked once per connection.
+    async fn api_versions(&mut self) -> Result<&[SupportedApi], Error> {
+        if self.apis.is_none() {
+            let apis = self.fetch_api_versions().await?;
+            self.apis = Some(apis);
+        }
+        Ok(self.apis.as_deref().unwrap_or_default())
+    }
+
+    async fn fetch_api_versions(&mut self) -> Result<Vec<SupportedApi>, Error> {
         let request = ApiVersionsRequest::default();
         let response: ApiVersionsResponse = self
             .exchange(
@@ -289,19 +413,275 @@ impl Conn {
 
     /// The highest IncrementalAlterConfigs version both sides speak.
     async fn negotiate_iac(&mut self) -> Result<i16, Error> {
+        self.negotiate(
+            ApiKey::IncrementalAlterConfigs,
+            "IncrementalAlterConfigs",
+            IAC_MIN,
+            IAC_MAX,
+        )
+        .await
+    }
+
+    /// The highest version of `key` within `min..=max` that the broker also speaks.
+    async fn negotiate(
+        &mut self,
+        key: ApiKey,
+        api: &'static str,
+        min: i16,
+        max: i16,
+    ) -> Result<i16, Error> {
         let apis = self.api_versions().await?;
-        let key = ApiKey::IncrementalAlterConfigs as i16;
-        apis.iter()
-            .find(|a| a.key == key)
-            .and_then(|a| {
-                let high = a.max.min(IAC_MAX);
-                (high >= a.min.max(IAC_MIN)).then_some(high)
-            })
-            .ok_or(Error::Unsupported {
-                api: "IncrementalAlterConfigs",
-                min: IAC_MIN,
-                max: IAC_MAX,
-            })
+        highest_common(apis, key, min, max).ok_or(Error::Unsupported { api, min, max })
+    }
+
+    /// Authenticates the connection as Kafka's `SaslClientAuthenticator` does: ApiVersions,
+    /// SaslHandshake, then the mechanism's SaslAuthenticate round trips.
+    async fn authenticate(&mut self, sasl: &Sasl) -> Result<(), Error> {
+        let mechanism = sasl.mechanism.name();
+        let handshake_version = self
+            .negotiate(
+                ApiKey::SaslHandshake,
+                "SaslHandshake",
+                SASL_HANDSHAKE_VERSION,
+                SASL_HANDSHAKE_VERSION,
+            )
+            .await?;
+        let version = self
+            .negotiate(
+                ApiKey::SaslAuthenticate,
+                "SaslAuthenticate",
+                SASL_AUTHENTICATE_MIN,
+                SASL_AUTHENTICATE_MAX,
+            )
+            .await?;
+        let request =
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism));
+        let response: SaslHandshakeResponse = self
+            .exchange(
+                ApiKey::SaslHandshake,
+                handshake_version,
+                &request,
+                "SaslHandshake",
+            )
+            .await?;
+        let enabled: Vec<String> = response
+            .mechanisms
+            .iter()
+            .map(|m| m.as_str().to_owned())
+            .collect();
+        match response.error_code {
+            0 => {}
+            UNSUPPORTED_SASL_MECHANISM => {
+                return Err(Error::SaslMechanismUnsupported { mechanism, enabled });
+            }
+            ILLEGAL_SASL_STATE => {
+                return Err(Error::SaslIllegalState {
+                    during: "SaslHandshake",
+                    message: format!(
+                        "unexpected handshake for {mechanism}; enabled mechanisms: {}",
+                        enabled.join(", ")
+                    ),
+                });
+            }
+            code => {
+                return Err(Error::Sasl {
+                    during: "SaslHandshake",
+                    code,
+                    name: error_name(code),
+                    message: format!(
+                        "client mechanism {mechanism}, enabled mechanisms: {}",
+                        enabled.join(", ")
+                    ),
+                });
+            }
+        }
+
+        match sasl.mechanism {
+            SaslMechanism::Plain => {
+                let token = plain_token(&sasl.username, &sasl.password);
+                self.sasl_authenticate(version, sasl, &token).await?;
+            }
+            SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
+                let nonce = random_nonce().map_err(|_| {
+                    Error::Protocol("the system random generator failed".to_owned())
+                })?;
+                let client =
+                    ScramClient::new(sasl.mechanism, &sasl.username, nonce).ok_or_else(|| {
+                        Error::Protocol(format!("{mechanism} is not a SCRAM mechanism"))
+                    })?;
+                self.scram(version, sasl, client).await?;
+            }
+        }
+        tracing::debug!(
+            broker = %self.addr,
+            mechanism,
+            username = %sasl.username,
+            "sasl authentication succeeded"
+        );
+        Ok(())
+    }
+
+    /// The SCRAM round trips: client-first, client-final with the proof, then the server
+    /// signature is checked.
+    async fn scram(&mut self, version: i16, sasl: &Sasl, client: ScramClient) -> Result<(), Error> {
+        let mechanism = sasl.mechanism;
+        let fail = |e: ScramError| scram_error(e, sasl);
+        let server_first = self
+            .sasl_authenticate(version, sasl, &client.client_first())
+            .await?;
+        let first = client.server_first(&server_first).map_err(fail)?;
+        // PBKDF2 with thousands of iterations: keep it off the runtime's thread.
+        let password = sasl.password.clone();
+        let (client_final, check) =
+            tokio::task::spawn_blocking(move || client.client_final(&first, &password))
+                .await
+                .map_err(|_| {
+                    Error::Protocol(format!("the {mechanism} key derivation task failed"))
+                })?;
+        let server_final = self.sasl_authenticate(version, sasl, &client_final).await?;
+        check.verify(&server_final).map_err(fail)
+    }
+
+    /// One SaslAuthenticate round trip: sends `token`, returns the server's token.
+    async fn sasl_authenticate(
+        &mut self,
+        version: i16,
+        sasl: &Sasl,
+        token: &[u8],
+    ) -> Result<Bytes, Error> {
+        let request =
+            SaslAuthenticateRequest::default().with_auth_bytes(Bytes::copy_from_slice(token));
+        let response: Result<SaslAuthenticateResponse, Error> = self
+            .exchange(
+                ApiKey::SaslAuthenticate,
+                version,
+                &request,
+                "SaslAuthenticate",
+            )
+            .await;
+        // The PLAIN token holds the password: wipe our copy (the buffer is not shared).
+        if let Ok(mut bytes) = request.auth_bytes.try_into_mut() {
+            bytes.as_mut().zeroize();
+        }
+        let response = response?;
+        let code = response.error_code;
+        if code == 0 {
+            if response.session_lifetime_ms > 0 {
+                tracing::debug!(
+                    broker = %self.addr,
+                    session_lifetime_ms = response.session_lifetime_ms,
+                    "broker limits the sasl session lifetime"
+                );
+            }
+            return Ok(response.auth_bytes);
+        }
+        let message = response
+            .error_message
+            .as_ref()
+            .map(|m| scrub(m.as_str(), &sasl.password))
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| error_name(code));
+        Err(match code {
+            SASL_AUTHENTICATION_FAILED => Error::AuthenticationFailed {
+                mechanism: sasl.mechanism.name(),
+                username: sasl.username.clone(),
+                message,
+            },
+            ILLEGAL_SASL_STATE => Error::SaslIllegalState {
+                during: "SaslAuthenticate",
+                message,
+            },
+            UNSUPPORTED_SASL_MECHANISM => Error::SaslMechanismUnsupported {
+                mechanism: sasl.mechanism.name(),
+                enabled: Vec::new(),
+            },
+            code => Error::Sasl {
+                during: "SaslAuthenticate",
+                code,
+                name: error_name(code),
+                message,
+            },
+        })
+    }
+
+    async fn describe_store_locations(
+        &mut self,
+        version: i16,
+        broker_id: i32,
+        listener: &str,
+    ) -> Result<StoreLocations, Error> {
+        let keystore = StoreKind::Keystore.config_name(listener);
+        let truststore = StoreKind::Truststore.config_name(listener);
+        let names = [
+            keystore.as_str(),
+            truststore.as_str(),
+            StoreKind::Keystore.config_suffix(),
+            StoreKind::Truststore.config_suffix(),
+        ];
+        let resource_name = broker_id.to_string();
+        let request = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(RESOURCE_BROKER)
+                .with_resource_name(StrBytes::from_string(resource_name.clone()))
+                .with_configuration_keys(Some(
+                    names
+                        .iter()
+                        .map(|n| StrBytes::from_string((*n).to_owned()))
+                        .collect(),
+                )),
+        ]);
+        let response: DescribeConfigsResponse = self
+            .exchange(
+                ApiKey::DescribeConfigs,
+                version,
+                &request,
+                "DescribeConfigs",
+            )
+            .await?;
+        let Some(result) = response.results.iter().find(|r| {
+            r.resource_type == RESOURCE_BROKER && r.resource_name.as_str() == resource_name
+        }) else {
+            return Err(Error::Protocol(format!(
+                "DescribeConfigs response has no result for broker {resource_name}"
+            )));
+        };
+        let message = result
+            .error_message
+            .as_ref()
+            .map(|m| m.as_str().to_owned())
+            .unwrap_or_default();
+        match result.error_code {
+            0 => {}
+            CLUSTER_AUTHORIZATION_FAILED => {
+                return Err(Error::NotAuthorized {
+                    operation: "describe broker configs",
+                    message: if message.is_empty() {
+                        error_name(CLUSTER_AUTHORIZATION_FAILED)
+                    } else {
+                        message
+                    },
+                });
+            }
+            code => {
+                return Err(Error::DescribeFailed {
+                    code,
+                    name: error_name(code),
+                    message,
+                });
+            }
+        }
+        let value = |name: &str| {
+            result
+                .configs
+                .iter()
+                .find(|c| c.name.as_str() == name)
+                .and_then(|c| c.value.as_ref())
+                .map(|v| v.as_str().to_owned())
+        };
+        Ok(StoreLocations {
+            keystore: value(&keystore).or_else(|| value(names[2])),
+            truststore: value(&truststore).or_else(|| value(names[3])),
+        })
     }
 
     async fn alter(
@@ -356,6 +736,7 @@ impl Conn {
         match result.error_code {
             0 => Ok(()),
             CLUSTER_AUTHORIZATION_FAILED => Err(Error::NotAuthorized {
+                operation: "alter broker configs",
                 message: if message.is_empty() {
                     error_name(CLUSTER_AUTHORIZATION_FAILED)
                 } else {
@@ -432,31 +813,76 @@ impl Conn {
     }
 }
 
-/// A request frame: 4-byte big-endian length, then header and body.
+/// A request frame: 4-byte big-endian length, then header and body. The buffer is sized
+/// up front so it never reallocates, and is wiped on drop: a PLAIN token carries a password.
 fn encode_request<Req: Encodable + HeaderVersion>(
     key: ApiKey,
     version: i16,
     correlation_id: i32,
     client_id: &StrBytes,
     request: &Req,
-) -> Result<BytesMut, Error> {
+) -> Result<Zeroizing<Vec<u8>>, Error> {
     let header = RequestHeader::default()
         .with_request_api_key(key as i16)
         .with_request_api_version(version)
         .with_correlation_id(correlation_id)
         .with_client_id(Some(client_id.clone()));
-    let mut frame = BytesMut::with_capacity(256);
-    frame.put_u32(0);
+    let header_version = Req::header_version(version);
+    let encoding =
+        |e: anyhow::Error| Error::Protocol(format!("encoding the {key:?} v{version} request: {e}"));
+    let size = header.compute_size(header_version).map_err(encoding)?
+        + request.compute_size(version).map_err(encoding)?;
+    let len = u32::try_from(size).map_err(|_| Error::Protocol("request too large".to_owned()))?;
+    let mut frame = Zeroizing::new(Vec::with_capacity(size + 4));
+    frame.put_u32(len);
     header
-        .encode(&mut frame, Req::header_version(version))
-        .map_err(|e| Error::Protocol(format!("encoding the request header: {e}")))?;
-    request
-        .encode(&mut frame, version)
-        .map_err(|e| Error::Protocol(format!("encoding the {key:?} v{version} request: {e}")))?;
-    let len = u32::try_from(frame.len() - 4)
-        .map_err(|_| Error::Protocol("request too large".to_owned()))?;
-    frame[..4].copy_from_slice(&len.to_be_bytes());
+        .encode(&mut *frame, header_version)
+        .map_err(encoding)?;
+    request.encode(&mut *frame, version).map_err(encoding)?;
+    if frame.len() != size + 4 {
+        return Err(Error::Protocol(format!(
+            "encoding the {key:?} v{version} request: {} bytes, computed {size}",
+            frame.len() - 4
+        )));
+    }
     Ok(frame)
+}
+
+/// `message` with every occurrence of the password replaced, in case a broker echoes it.
+fn scrub(message: &str, password: &Secret) -> String {
+    let password = password.expose();
+    if password.is_empty() {
+        message.to_owned()
+    } else {
+        message.replace(password, "<redacted>")
+    }
+}
+
+/// Maps a failed SCRAM step to the public error.
+fn scram_error(e: ScramError, sasl: &Sasl) -> Error {
+    match e {
+        ScramError::ServerError(value) => Error::AuthenticationFailed {
+            mechanism: sasl.mechanism.name(),
+            username: sasl.username.clone(),
+            message: format!(
+                "the broker ended the exchange with error {:?}",
+                scrub(&value, &sasl.password)
+            ),
+        },
+        ScramError::Verification(reason) => Error::ScramVerification {
+            mechanism: sasl.mechanism.name(),
+            reason,
+        },
+    }
+}
+
+/// The highest version of `key` within `min..=max` that `apis` also lists.
+fn highest_common(apis: &[SupportedApi], key: ApiKey, min: i16, max: i16) -> Option<i16> {
+    let key = key as i16;
+    apis.iter().find(|a| a.key == key).and_then(|a| {
+        let high = a.max.min(max);
+        (high >= a.min.max(min)).then_some(high)
+    })
 }
 
 /// Kafka's name for an error code, e.g. `INVALID_CONFIG` for 40.
@@ -508,5 +934,38 @@ mod tests {
         );
         assert_eq!(error_name(40), "INVALID_CONFIG");
         assert_eq!(error_name(7), "REQUEST_TIMED_OUT");
+        assert_eq!(error_name(58), "SASL_AUTHENTICATION_FAILED");
+        assert_eq!(error_name(33), "UNSUPPORTED_SASL_MECHANISM");
+    }
+
+    #[test]
+    fn version_negotiation_picks_the_highest_common_version() {
+        let apis = [SupportedApi {
+            key: ApiKey::SaslAuthenticate as i16,
+            min: 0,
+            max: 1,
+        }];
+        assert_eq!(
+            highest_common(&apis, ApiKey::SaslAuthenticate, 0, 2),
+            Some(1)
+        );
+        assert_eq!(highest_common(&apis, ApiKey::SaslAuthenticate, 2, 2), None);
+        assert_eq!(highest_common(&apis, ApiKey::SaslHandshake, 1, 1), None);
+    }
+
+    #[test]
+    fn passwords_are_scrubbed_and_redacted() {
+        let password = Secret::new("hunter2".to_owned());
+        assert_eq!(
+            scrub("bad hunter2 token", &password),
+            "bad <redacted> token"
+        );
+        assert_eq!(scrub("x", &Secret::new(String::new())), "x");
+        let sasl = Sasl::new(SaslMechanism::Plain, "admin", password.clone());
+        let err = scram_error(ScramError::ServerError("hunter2".to_owned()), &sasl);
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let security = Security::SaslPlaintext { sasl };
+        assert_eq!(security.protocol_name(), "SASL_PLAINTEXT");
+        assert!(!format!("{security:?}").contains("hunter2"));
     }
 }

@@ -4,7 +4,10 @@
 //! that the broker really serves the new leaf:
 //!
 //! - [`kafka`]: a minimal Kafka admin client (4-byte length framing, correlation ids,
-//!   ApiVersions negotiation) that sends a per-broker `IncrementalAlterConfigs` setting
+//!   ApiVersions negotiation; `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` and `SASL_SSL` with the
+//!   [`sasl`] mechanisms PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512) that reads a listener's
+//!   current store locations with `DescribeConfigs` and sends a per-broker
+//!   `IncrementalAlterConfigs` setting
 //!   `listener.name.<listener>.ssl.{keystore,truststore}.location`. Use
 //!   [`ReloadMode::AlternatePaths`] on KRaft brokers: a changed value is validated
 //!   synchronously by the target broker, so a bad store is refused in the response instead
@@ -18,12 +21,16 @@
 
 pub mod kafka;
 pub mod run;
+pub mod sasl;
 pub mod systemd;
 pub mod verify;
 
 use std::net::SocketAddr;
 
-pub use kafka::{KafkaAdmin, ReloadMode, Security, StoreKind, SupportedApi, next_path};
+pub use kafka::{
+    KafkaAdmin, ReloadMode, Security, StoreKind, StoreLocations, SupportedApi, next_path,
+};
+pub use sasl::{Sasl, SaslMechanism};
 pub use verify::{served_serial, wait_for_serial};
 
 /// Errors from reloading a broker's stores or verifying what it serves.
@@ -85,10 +92,77 @@ pub enum Error {
         /// Highest version this client speaks.
         max: i16,
     },
-    /// The principal lacks `ALTER_CONFIGS` on `CLUSTER` (CLUSTER_AUTHORIZATION_FAILED, 31).
-    #[error("not authorized to alter broker configs: {message}")]
+    /// The principal lacks `ALTER_CONFIGS` (or, to read, `DESCRIBE_CONFIGS`) on `CLUSTER`
+    /// (CLUSTER_AUTHORIZATION_FAILED, 31).
+    #[error("not authorized to {operation}: {message}")]
     NotAuthorized {
+        /// What was refused, e.g. `alter broker configs`.
+        operation: &'static str,
         /// The broker's error message, or the error name when it sent none.
+        message: String,
+    },
+    /// The broker could not describe its configs, e.g. INVALID_REQUEST (42) for another
+    /// broker's id.
+    #[error("broker could not describe its configs: {name} ({code}): {message}")]
+    DescribeFailed {
+        /// The Kafka error code.
+        code: i16,
+        /// The Kafka error name.
+        name: String,
+        /// The broker's error message (empty when it sent none).
+        message: String,
+    },
+    /// The broker does not enable the configured SASL mechanism (UNSUPPORTED_SASL_MECHANISM,
+    /// 33).
+    #[error(
+        "broker does not enable sasl mechanism {mechanism}; enabled mechanisms: [{}]",
+        .enabled.join(", ")
+    )]
+    SaslMechanismUnsupported {
+        /// The mechanism leafd asked for.
+        mechanism: &'static str,
+        /// The broker's `sasl.enabled.mechanisms` for this listener.
+        enabled: Vec<String>,
+    },
+    /// The broker received a SASL request it did not expect (ILLEGAL_SASL_STATE, 34).
+    #[error("broker reports an illegal sasl state during {during}: {message}")]
+    SaslIllegalState {
+        /// The request that was refused.
+        during: &'static str,
+        /// The broker's error message, or a description.
+        message: String,
+    },
+    /// The broker refused the credentials (SASL_AUTHENTICATION_FAILED, 58, or a SCRAM
+    /// `e=` error). Never carries the password.
+    #[error("sasl {mechanism} authentication as {username:?} failed: {message}")]
+    AuthenticationFailed {
+        /// The mechanism.
+        mechanism: &'static str,
+        /// The user name.
+        username: String,
+        /// The broker's error message.
+        message: String,
+    },
+    /// A SCRAM message from the broker failed the client's checks: its nonce does not extend
+    /// ours, it asks for too few (or too many) iterations, it is malformed, or its server
+    /// signature does not verify (the peer does not hold the credential: not the broker).
+    #[error("{mechanism} exchange with the broker failed verification: {reason}")]
+    ScramVerification {
+        /// The mechanism.
+        mechanism: &'static str,
+        /// What failed.
+        reason: String,
+    },
+    /// Another error code in SaslHandshake or SaslAuthenticate.
+    #[error("{during} failed with {name} ({code}): {message}")]
+    Sasl {
+        /// The request.
+        during: &'static str,
+        /// The Kafka error code.
+        code: i16,
+        /// The Kafka error name.
+        name: String,
+        /// The broker's error message (empty when it sent none).
         message: String,
     },
     /// The broker refused the change, e.g. INVALID_CONFIG (40) for a store that does not
@@ -119,23 +193,27 @@ impl Error {
     /// Whether the same operation may succeed later without any change on leafd's side.
     ///
     /// Network failures, timeouts, retriable Kafka errors and a serial mismatch (KRaft applies
-    /// the change asynchronously) are retryable; a refused store, missing permissions or a
-    /// protocol mismatch are not.
+    /// the change asynchronously) are retryable; a refused store, missing permissions, refused
+    /// credentials, a SCRAM exchange that fails verification or a protocol mismatch are not.
     pub fn is_retryable(&self) -> bool {
+        use kafka_protocol::error::ParseResponseErrorCode;
         match self {
             Self::Unreachable { .. }
             | Self::Connection { .. }
             | Self::Timeout { .. }
             | Self::Handshake { .. }
             | Self::Mismatch { .. } => true,
-            Self::Rejected { code, .. } => {
-                use kafka_protocol::error::ParseResponseErrorCode;
-                code.err().is_some_and(|e| e.is_retriable())
-            }
+            Self::Rejected { code, .. }
+            | Self::DescribeFailed { code, .. }
+            | Self::Sasl { code, .. } => code.err().is_some_and(|e| e.is_retriable()),
             Self::ServerName(_)
             | Self::Protocol(_)
             | Self::Unsupported { .. }
             | Self::NotAuthorized { .. }
+            | Self::SaslMechanismUnsupported { .. }
+            | Self::SaslIllegalState { .. }
+            | Self::AuthenticationFailed { .. }
+            | Self::ScramVerification { .. }
             | Self::Certificate(_) => false,
         }
     }

@@ -6,3 +6,4 @@ pub mod kafka_broker;
 pub mod keys;
 pub mod softhsm;
 pub mod swtpm;
+pub mod tls;
