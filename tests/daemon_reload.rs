@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::daemon::Setup;
 use common::java::{JavaTlsServer, Store};
-use common::kafka_broker::{FakeBroker, Hook};
+use common::kafka_broker::{FakeBroker, Hook, Listener, SaslServer};
 use serde_json::Value;
 
 const BROKER_ID: i32 = 1;
@@ -52,12 +52,16 @@ struct Rig {
 
 impl Rig {
     async fn start(dir: &Path) -> Rig {
+        Self::start_with(dir, Listener::default()).await
+    }
+
+    async fn start_with(dir: &Path, listener: Listener) -> Rig {
         let (ks, ts) = bootstrap_keystore(dir);
         let java = tokio::task::spawn_blocking(move || JavaTlsServer::start(&ks, &ts))
             .await
             .unwrap();
         let java = Arc::new(Mutex::new(java));
-        let broker = FakeBroker::start(BROKER_ID).await;
+        let broker = FakeBroker::start_with(BROKER_ID, listener).await;
         let reloads_java = Arc::new(Mutex::new(true));
         let hook: Hook = {
             let (java, reloads_java) = (Arc::clone(&java), Arc::clone(&reloads_java));
@@ -511,4 +515,73 @@ timeout = "10s"
     assert!(detail.contains("store not accepted"), "{detail}");
     let _ = sleeper.kill();
     let _ = sleeper.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_scram_admin_connection() {
+    const PASSWORD: &str = "scram-secret-do-not-log";
+    let mut s = Setup::new("");
+    std::fs::write(s.path("scram.pass"), format!("{PASSWORD}\n")).unwrap();
+    std::fs::write(s.path("wrong.pass"), "not-the-password\n").unwrap();
+    let rig = Rig::start_with(
+        s.dir.path(),
+        Listener {
+            tls: None,
+            sasl: Some(SaslServer::new(&["SCRAM-SHA-512"], "leafd", PASSWORD)),
+        },
+    )
+    .await;
+    let cfg = |lifetime: &str, pass: &str| {
+        config(
+            &rig.broker.addr().to_string(),
+            &rig.java_addr().to_string(),
+            lifetime,
+            "",
+        )
+        .replace(
+            "listener = \"SSL\"\n",
+            &format!(
+                "listener = \"SSL\"\nsecurity = \"sasl-plaintext\"\nsasl-mechanism = \"scram-sha-512\"\nsasl-username = \"leafd\"\nsasl-password-file = \"@DIR@/{pass}\"\n"
+            ),
+        )
+    };
+    s.write_config(&cfg("1h", "scram.pass"));
+    s.start();
+    wait(
+        &mut s,
+        "the reload verified",
+        Duration::from_secs(30),
+        |s| {
+            let serial = serial(s);
+            !serial.is_empty() && reload_is(s, "verified", &serial)
+        },
+    )
+    .await;
+    assert_eq!(served(rig.java_addr()).await, serial(&s));
+
+    // A wrong password: not retried, alarm, and no password in the log or status.
+    s.write_config(&cfg("2h", "wrong.pass"));
+    s.signal(nix::sys::signal::Signal::SIGHUP);
+    let before = serial(&s);
+    wait(&mut s, "the alarm", Duration::from_secs(30), |s| {
+        let serial = serial(s);
+        serial != before && reload_is(s, "failed", &serial)
+    })
+    .await;
+    let detail = reload_of(&s)["detail"].as_str().unwrap().to_owned();
+    assert!(
+        detail.to_lowercase().contains("authentication failed"),
+        "{detail}"
+    );
+    let everything = format!("{}{}", s.log(), status(&s));
+    for secret in [PASSWORD, "not-the-password"] {
+        assert!(
+            !everything.contains(secret),
+            "password leaked:\n{everything}"
+        );
+    }
+    assert!(
+        !s.log().contains("retrying"),
+        "authentication failures are not retried"
+    );
 }

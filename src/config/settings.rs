@@ -414,6 +414,8 @@ pub struct KafkaSasl {
 pub enum SaslMechanism {
     /// `PLAIN` (use over TLS or loopback only).
     Plain,
+    /// `SCRAM-SHA-256`.
+    ScramSha256,
     /// `SCRAM-SHA-512`.
     ScramSha512,
 }

@@ -17,8 +17,9 @@ use tokio::io::AsyncReadExt as _;
 use tokio::time::Instant;
 
 use super::kafka::{KafkaAdmin, ReloadMode, Security, StoreKind};
+use super::sasl::{Sasl, SaslMechanism};
 use crate::config::{
-    Identity, KafkaReload, KafkaReloadMode, KafkaSecurity, KafkaTls, ReloadAction, San,
+    Identity, KafkaReload, KafkaReloadMode, KafkaSasl, KafkaSecurity, KafkaTls, ReloadAction, San,
     SignalTarget,
 };
 
@@ -334,10 +335,27 @@ fn security(job: &Job, s: &KafkaSecurity) -> Result<Security, ActionError> {
                 server_name,
             })
         }
-        KafkaSecurity::SaslPlaintext(_) | KafkaSecurity::SaslSsl(..) => Err(ActionError::fatal(
-            "SASL is not supported by this build's admin client",
-        )),
+        KafkaSecurity::SaslPlaintext(sasl) => Ok(Security::SaslPlaintext {
+            sasl: sasl_of(sasl),
+        }),
+        KafkaSecurity::SaslSsl(tls, sasl) => {
+            let (config, server_name) = tls_config(job, tls)?;
+            Ok(Security::SaslSsl {
+                config,
+                server_name,
+                sasl: sasl_of(sasl),
+            })
+        }
     }
+}
+
+fn sasl_of(s: &KafkaSasl) -> Sasl {
+    let mechanism = match s.mechanism {
+        crate::config::SaslMechanism::Plain => SaslMechanism::Plain,
+        crate::config::SaslMechanism::ScramSha256 => SaslMechanism::ScramSha256,
+        crate::config::SaslMechanism::ScramSha512 => SaslMechanism::ScramSha512,
+    };
+    Sasl::new(mechanism, s.username.clone(), s.password.clone())
 }
 
 /// The rustls client config for an admin connection: the broker's certificate checked

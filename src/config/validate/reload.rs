@@ -345,13 +345,14 @@ impl Validator<'_> {
                         None => return Err(missing!("sasl-mechanism")),
                         Some(a) => match a.value.as_str() {
                             "plain" | "PLAIN" => SaslMechanism::Plain,
+                            "scram-sha-256" | "SCRAM-SHA-256" => SaslMechanism::ScramSha256,
                             "scram-sha-512" | "SCRAM-SHA-512" => SaslMechanism::ScramSha512,
                             other => {
                                 return Err(self.err(
                                     &a,
                                     format!(
-                                        "unknown sasl-mechanism {other:?}; expected plain or \
-                                         scram-sha-512"
+                                        "unknown sasl-mechanism {other:?}; expected plain, \
+                                         scram-sha-256 or scram-sha-512"
                                     ),
                                 ));
                             }
