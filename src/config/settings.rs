@@ -167,6 +167,18 @@ pub struct Identity {
     pub reload: ReloadSettings,
 }
 
+/// Whether `name` is a valid identity name: `[a-z0-9][a-z0-9._-]{0,62}`.
+pub fn is_valid_identity_name(name: &str) -> bool {
+    name.len() <= 63
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
 /// Subject DN attribute types leafd writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DnAttribute {

@@ -656,15 +656,7 @@ impl Validator<'_> {
         let at = |s: toml::Spanned<String>| At::new(file, s);
         let name_at = at(identity.name);
         let name = name_at.value.clone();
-        let name_ok = name.len() <= 63
-            && name
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-        if !name_ok {
+        if !is_valid_identity_name(&name) {
             return Err(self.err(
                 &name_at,
                 format!("invalid identity name {name:?}; names match [a-z0-9][a-z0-9._-]{{0,62}}"),

@@ -95,7 +95,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
             "identity name is empty".to_owned(),
         ));
     }
-    if name.len() > MAX_NAME_LEN || name.chars().any(|c| c.is_control() || c == '/') {
+    if name.len() > MAX_NAME_LEN || !crate::config::is_valid_identity_name(name) {
         let shown: String = name.chars().take(64).collect();
         return Err(ApiError::InvalidArgument(format!(
             "invalid identity name {shown:?}"
