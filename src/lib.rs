@@ -8,6 +8,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod dbus;
 pub mod issuer;
+pub mod kafka;
 pub mod keys;
 pub mod keystore;
 pub mod reload;

@@ -124,6 +124,48 @@ pub fn pkix(chain_pem: &Path, trust_pem: &Path) -> Result<String, String> {
     run_once(&pkix_args(chain_pem, trust_pem))
 }
 
+/// What a JDK makes of a certificate's subject: `X500Principal.getName()`, and the name
+/// after `ssl.principal.mapping.rules` (from `rules_file`) applied with `java.util.regex`
+/// the way Kafka does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JavaPrincipal {
+    pub name: String,
+    pub mapped: Option<String>,
+}
+
+/// `principal --cert CERT [--rules-file RULES]`.
+pub fn principal(cert: &Path, rules_file: Option<&Path>) -> Result<JavaPrincipal, String> {
+    run_once(&principal_args(cert, rules_file)).map(|line| parse_principal(&line))
+}
+
+fn principal_args(cert: &Path, rules_file: Option<&Path>) -> Vec<String> {
+    let mut args = vec!["principal".into(), "--cert".into(), path_arg(cert)];
+    if let Some(rules) = rules_file {
+        args.push("--rules-file".into());
+        args.push(path_arg(rules));
+    }
+    args
+}
+
+/// Parses `OK name=HEX [mapped=HEX]` (HEX: UTF-8 bytes).
+fn parse_principal(line: &str) -> JavaPrincipal {
+    let field = |key: &str| {
+        line.split(' ')
+            .find_map(|w| w.strip_prefix(key))
+            .map(|hex| {
+                let bytes: Vec<u8> = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex from the JDK"))
+                    .collect();
+                String::from_utf8(bytes).expect("UTF-8 from the JDK")
+            })
+    };
+    JavaPrincipal {
+        name: field("name=").unwrap_or_else(|| panic!("no name= in {line:?}")),
+        mapped: field("mapped="),
+    }
+}
+
 /// One long-lived `KafkaStoreCheck batch` JVM: each command costs milliseconds instead of a
 /// JVM start-up.
 pub struct Batch {
@@ -206,6 +248,15 @@ impl Batch {
 
     pub fn pkix(&mut self, chain_pem: &Path, trust_pem: &Path) -> Result<String, String> {
         self.run(&pkix_args(chain_pem, trust_pem))
+    }
+
+    pub fn principal(
+        &mut self,
+        cert: &Path,
+        rules_file: Option<&Path>,
+    ) -> Result<JavaPrincipal, String> {
+        self.run(&principal_args(cert, rules_file))
+            .map(|line| parse_principal(&line))
     }
 
     fn exit_note(&mut self) -> String {

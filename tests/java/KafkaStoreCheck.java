@@ -20,6 +20,11 @@ import javax.net.ssl.*;
  * handshake --server-keystore T:P[:F] --server-truststore T:P[:F]
  *           --client-keystore T:P[:F] --client-truststore T:P[:F] [--host H]
  * pkix --chain CHAIN.pem --trust ROOTS.pem
+ * principal --cert CERT [--rules-file RULES]
+ *                  (X500Principal.getName() of CERT's subject, which Kafka's
+ *                  DefaultKafkaPrincipalBuilder maps, and with RULES the name after
+ *                  ssl.principal.mapping.rules; "OK name=HEX [mapped=HEX]", HEX being the
+ *                  UTF-8 bytes, so any character survives the one-line protocol)
  * batch            (one command per stdin line, one result line per command)
  * serve --keystore T:P[:F] --truststore T:P[:F] --port-file F
  *                  (TLSv1.3 server on 127.0.0.1, want client auth, serving handshakes until
@@ -110,7 +115,7 @@ public final class KafkaStoreCheck {
 
     private static String run(String[] args) throws Exception {
         if (args.length == 0) {
-            throw new UsageException("expected load, handshake, pkix or batch");
+            throw new UsageException("expected load, handshake, pkix, principal or batch");
         }
         Map<String, String> opts = options(args);
         switch (args[0]) {
@@ -120,6 +125,8 @@ public final class KafkaStoreCheck {
                 return handshake(opts);
             case "pkix":
                 return pkix(opts);
+            case "principal":
+                return principal(opts);
             case "batch":
                 throw new UsageException("batch takes no options and cannot be nested");
             default:
@@ -622,6 +629,110 @@ public final class KafkaStoreCheck {
             CertificateFactory cf, Path file) throws Exception {
         try (InputStream in = Files.newInputStream(file)) {
             return cf.generateCertificates(in);
+        }
+    }
+
+    // ---------------------------------------------------------------- principal
+
+    private static String principal(Map<String, String> opts) throws Exception {
+        Path cert = Path.of(required(opts, "--cert"));
+        String rulesFile = opts.remove("--rules-file");
+        noneLeft(opts);
+        X509Certificate c;
+        try (InputStream in = Files.newInputStream(cert)) {
+            c = (X509Certificate) CertificateFactory.getInstance("X.509").generateCertificate(in);
+        }
+        String name = c.getSubjectX500Principal().getName();
+        String line = " name=" + hexUtf8(name);
+        if (rulesFile != null) {
+            String rules = Files.readString(Path.of(rulesFile), StandardCharsets.UTF_8);
+            line += " mapped=" + hexUtf8(MappingRules.parse(rules).apply(name));
+        }
+        return line;
+    }
+
+    private static String hexUtf8(String s) {
+        return HexFormat.of().formatHex(s.getBytes(StandardCharsets.UTF_8));
+    }
+
+    /**
+     * ssl.principal.mapping.rules evaluated with java.util.regex as Kafka's
+     * SslPrincipalMapper does (KIP-371, KAFKA-8860): the same splitting and rule
+     * expressions, first whole-string match wins, then replaceAll with back-references to
+     * missing groups made literal, then /L or /U. Kept independent of the Rust port so
+     * each checks the other.
+     */
+    static final class MappingRules {
+        private static final String RULE =
+                "(DEFAULT)|RULE:((\\\\.|[^\\\\/])*)/((\\\\.|[^\\\\/])*)/([LU]?).*?|(.*?)";
+        private static final Pattern SPLIT = Pattern.compile("\\s*(" + RULE + ")\\s*(,\\s*|$)");
+        private static final Pattern PARSE = Pattern.compile(RULE);
+        private static final Pattern BACK_REFERENCE = Pattern.compile("\\$(\\d+)");
+
+        /** null pattern = DEFAULT. */
+        private record Rule(Pattern pattern, String replacement, String caseFlag) {}
+
+        private final List<Rule> rules = new ArrayList<>();
+
+        static MappingRules parse(String text) {
+            MappingRules m = new MappingRules();
+            Matcher split = SPLIT.matcher(text.trim());
+            while (split.find()) {
+                String rule = split.group(1);
+                Matcher p = PARSE.matcher(rule);
+                if (!p.lookingAt() || p.end() != rule.length()) {
+                    throw new IllegalArgumentException("Invalid rule: " + rule);
+                }
+                if (p.group(1) != null) {
+                    m.rules.add(new Rule(null, null, ""));
+                } else if (p.group(2) != null) {
+                    m.rules.add(new Rule(Pattern.compile(p.group(2)), p.group(4), p.group(6)));
+                }
+            }
+            return m;
+        }
+
+        String apply(String dn) {
+            for (Rule r : rules) {
+                if (r.pattern() == null) {
+                    return dn;
+                }
+                if (!r.pattern().matcher(dn).matches()) {
+                    continue;
+                }
+                String out = dn.replaceAll(r.pattern().pattern(),
+                        literalMissingGroups(r.replacement(), r.pattern().matcher("").groupCount()));
+                if (r.caseFlag().equals("L")) {
+                    return out.toLowerCase(Locale.ENGLISH);
+                }
+                return r.caseFlag().equals("U") ? out.toUpperCase(Locale.ENGLISH) : out;
+            }
+            throw new IllegalStateException("no rule applies to " + dn);
+        }
+
+        /** A "$n" naming no group (after dropping digits while n >= 10) becomes "\$n". */
+        private static String literalMissingGroups(String replacement, int groups) {
+            if (groups == 0) {
+                return replacement;
+            }
+            String value = replacement;
+            Matcher refs = BACK_REFERENCE.matcher(replacement);
+            while (refs.find()) {
+                String digits = refs.group(1);
+                if (digits.startsWith("0")) {
+                    continue;
+                }
+                int n = Integer.parseInt(digits);
+                while (n > groups && n >= 10) {
+                    n /= 10;
+                }
+                if (n > groups) {
+                    // Positions come from the unedited string, as in Kafka.
+                    int at = refs.start(1) - 1;
+                    value = value.substring(0, at) + "\\" + value.substring(at);
+                }
+            }
+            return value;
         }
     }
 
