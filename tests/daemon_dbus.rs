@@ -353,3 +353,99 @@ async fn renew_reload_config_and_signals() {
         rig.s.identity_state("extra")["serial"].as_str().unwrap()
     );
 }
+
+/// Runs the real `leafctl` against the rig's bus.
+async fn leafctl(rig: &Rig, args: &[&str]) -> (i32, String) {
+    let address = rig._bus.address().to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_leafctl"))
+            .arg("--bus-address")
+            .arg(&address)
+            .args(&args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leafctl_against_the_running_daemon() {
+    let rig = start().await;
+    let serial = rig.s.identity_state("broker")["serial"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (rc, out) = leafctl(&rig, &["status"]).await;
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("broker") && out.contains("client"), "{out}");
+    assert!(out.contains(&serial), "{out}");
+
+    let (rc, out) = leafctl(&rig, &["status", "--json"]).await;
+    assert_eq!(rc, 0, "{out}");
+    let st: Status = serde_json::from_str(&out).unwrap();
+    assert_eq!(st.identities[0].serial.as_deref(), Some(serial.as_str()));
+
+    let (rc, out) = leafctl(&rig, &["list"]).await;
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("broker") && out.contains("client"), "{out}");
+
+    let (rc, out) = leafctl(&rig, &["show", "broker"]).await;
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("CN=broker1,O=Example"), "{out}");
+
+    let (rc, out) = leafctl(&rig, &["principal", "broker"]).await;
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("User:CN=broker1,O=Example"), "{out}");
+
+    // renew --wait returns once the broker reload is verified for the new serial.
+    let (rc, out) = leafctl(&rig, &["renew", "broker", "--wait", "--timeout", "30s"]).await;
+    assert_eq!(rc, 0, "{out}");
+    let new = rig.s.identity_state("broker")["serial"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new, serial);
+    let st = rig.status().await.unwrap();
+    let reload = st.identities[0].reload.as_ref().unwrap();
+    assert_eq!(reload.serial, new);
+    assert_eq!(reload.state, leafd::state::status::ReloadState::Verified);
+
+    // A failing reload makes renew --wait fail.
+    rig.calls.lock().unwrap().result = "failed".into();
+    let (rc, out) = leafctl(&rig, &["renew", "broker", "--wait", "--timeout", "30s"]).await;
+    assert_eq!(rc, 1, "{out}");
+
+    let (rc, out) = leafctl(&rig, &["renew", "nope"]).await;
+    assert_eq!(rc, 64, "{out}");
+
+    // Not root and not in leafd-admin: the daemon refuses.
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test runs leafctl as another user (setpriv): run it as root (tests/run does in CI)"
+    );
+    let address = rig._bus.address().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_leafctl"))
+            .args(["--bus-address", &address, "renew", "client"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "{text}");
+    assert!(text.contains("leafd-admin"), "{text}");
+}

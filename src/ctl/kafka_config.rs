@@ -48,12 +48,13 @@ pub enum Error {
 
 /// The listener an identity's certificate serves, taken from the identity's config.
 ///
-/// The reload-action settings (the broker listener a rotation reloads) are being added to
-/// the config; once an [`Identity`] carries them, this returns that listener so
-/// `leafctl kafka-config` no longer needs `--listener`. Until then there is none.
+/// The listener of the identity's first `kafka` reload action, if it has one: the listener
+/// whose stores leafd rotates, so `--listener` is then optional.
 pub fn default_listener(identity: &Identity) -> Option<String> {
-    let _ = identity;
-    None
+    identity.reload.actions.iter().find_map(|a| match a {
+        crate::config::ReloadAction::Kafka(k) => Some(k.listener.clone()),
+        _ => None,
+    })
 }
 
 /// Where a store password comes from, as the config names it.
@@ -573,7 +574,34 @@ mod tests {
             allow_san_change: false,
             keystores: vec![output(keystore, "/var/lib/kafka/tls/broker.ks")],
             truststores: vec![output(truststore, "/var/lib/kafka/tls/trust.ts")],
+            reload: Default::default(),
         }
+    }
+
+    #[test]
+    fn default_listener_is_the_first_kafka_reload() {
+        use crate::config::{KafkaReload, KafkaReloadMode, KafkaSecurity, ReloadAction};
+        let mut i = identity(StoreFormat::Pkcs12, StoreFormat::Pkcs12);
+        assert_eq!(default_listener(&i), None);
+        let kafka = |listener: &str| {
+            ReloadAction::Kafka(KafkaReload {
+                bootstrap: "127.0.0.1:9093".parse().unwrap(),
+                broker_id: 1,
+                listener: listener.into(),
+                mode: KafkaReloadMode::Alternate,
+                security: KafkaSecurity::Plaintext,
+                timeout: Duration::from_secs(1),
+            })
+        };
+        i.reload.actions = vec![
+            ReloadAction::Systemd {
+                unit: "kafka.service".into(),
+                restart: false,
+            },
+            kafka("INTERNAL"),
+            kafka("EXTERNAL"),
+        ];
+        assert_eq!(default_listener(&i).as_deref(), Some("INTERNAL"));
     }
 
     /// Parses `key=value` lines the way java.util.Properties reads these simple ones.
