@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use common::daemon::Setup;
 use common::java::{JavaTlsServer, Store};
 use common::kafka_broker::{FakeBroker, Hook, Listener, SaslServer};
+use common::tls::TestPki;
 use serde_json::Value;
 
 const BROKER_ID: i32 = 1;
@@ -583,5 +584,81 @@ async fn sasl_scram_admin_connection() {
     assert!(
         !s.log().contains("retrying"),
         "authentication failures are not retried"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssl_admin_connection_with_a_leafd_client_identity() {
+    // First run: leafd creates its CA and the admin identity's pem keystore.
+    let admin = r#"[daemon]
+state-directory = "@DIR@/state"
+testing-short-lifetimes = true
+[[identity]]
+name = "admin"
+subject = "CN=leafd-admin"
+eku = ["client-auth"]
+[[identity.keystore]]
+format = "pem"
+path = "@DIR@/tls/admin.pem"
+"#;
+    let mut s = Setup::new(admin);
+    s.start();
+    s.wait_for("the admin keystore", Duration::from_secs(30), |s| {
+        s.path("tls/admin.pem").exists()
+    });
+    s.stop();
+    let root = pem::parse(std::fs::read(s.path("state/ca/root.crt")).unwrap()).unwrap();
+
+    // The broker's admin listener requires a client certificate from leafd's CA and
+    // presents one from another CA, which leafd trusts through ca-file.
+    let pki = TestPki::new();
+    std::fs::write(s.path("broker-ca.pem"), pki.ca_pem()).unwrap();
+    let broker = FakeBroker::start_with(
+        BROKER_ID,
+        Listener {
+            tls: Some(pki.server_config_with_client_roots(&[root.contents().to_vec()])),
+            sasl: None,
+        },
+    )
+    .await;
+    s.write_config(&format!(
+        r#"{admin}
+[[identity]]
+name = "broker"
+sans = ["localhost"]
+[[identity.keystore]]
+format = "pem"
+path = "@DIR@/tls/broker.pem"
+[[identity.reload]]
+type = "kafka"
+bootstrap = "{}"
+broker-id = {BROKER_ID}
+listener = "SSL"
+security = "ssl"
+server-name = "localhost"
+client-identity = "admin"
+ca-file = "@DIR@/broker-ca.pem"
+"#,
+        broker.addr()
+    ));
+    s.start();
+    wait(
+        &mut s,
+        "the reload over mTLS",
+        Duration::from_secs(30),
+        |s| {
+            let st = status(s);
+            st["identities"][1]["reload"]["state"] == "verified"
+        },
+    )
+    .await;
+    assert!(
+        broker.client_certs().iter().all(|c| *c) && !broker.client_certs().is_empty(),
+        "leafd presented its client certificate: {:?}",
+        broker.client_certs()
+    );
+    assert_eq!(
+        broker.requests().last().unwrap().configs[0].2.as_deref(),
+        Some(s.path("tls/broker.pem").to_str().unwrap())
     );
 }

@@ -122,11 +122,8 @@ impl LocalCa {
 
     /// Issues a host issuing certificate.
     pub fn issue(&self, req: &HostCertRequest, now: SystemTime) -> Result<IssuedChain, Error> {
-        if req.names.is_empty() {
-            return Err(Error::Refused(
-                "no names to constrain the host issuing certificate to".into(),
-            ));
-        }
+        // No names (only client identities): the certificate permits no usable name at all
+        // (see `x509::permitted_subtrees`).
         let issuer = RcIssuer::from_ca_cert_der(&self.root_der.as_slice().into(), &self.root_key)
             .map_err(|source| x509::Error::Build {
             what: "local root issuer",

@@ -341,11 +341,11 @@ impl Engine {
     }
 
     fn host_due(&self, now: SystemTime) -> bool {
-        let needed = required_names(&self.settings);
-        if needed.is_empty() {
-            // No identities: nothing to certify names for.
+        if self.settings.identities.is_empty() {
+            // No identities: nothing to issue leaves for.
             return false;
         }
+        let needed = required_names(&self.settings);
         let Some(h) = &self.host else { return true };
         if !needed
             .iter()

@@ -201,8 +201,18 @@ pub fn host_issuing_params(
 }
 
 /// Name-constraint subtrees permitting exactly `names` (a DNS subtree also permits names
-/// below it, per RFC 5280; a wildcard `*.a.b` needs the subtree `a.b`).
+/// below it, per RFC 5280; a wildcard `*.a.b` needs the subtree `a.b`). With no names (only
+/// client identities named by their subject) nothing usable is permitted: the reserved
+/// `invalid` DNS subtree (RFC 6761) and the unspecified IPv4/IPv6 addresses, so the
+/// extension is still well-formed and still forbids every real name.
 pub fn permitted_subtrees(names: &[San]) -> Vec<GeneralSubtree> {
+    if names.is_empty() {
+        return vec![
+            GeneralSubtree::DnsName("invalid".to_owned()),
+            GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [255; 4])),
+            GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [255; 16])),
+        ];
+    }
     let mut out: Vec<GeneralSubtree> = Vec::new();
     for n in names {
         let t = match n {
@@ -514,6 +524,9 @@ mod tests {
             &San::Ip("127.0.0.2".parse().unwrap()),
             &permitted
         ));
+        // No names: only unusable subtrees.
+        assert_eq!(permitted_subtrees(&[]).len(), 3);
+        assert!(!name_permitted(&San::Dns("example.net".into()), &[]));
         // A wildcard SAN needs its parent as the subtree.
         let wild = vec![San::Dns("*.kafka.example.net".into())];
         assert_eq!(

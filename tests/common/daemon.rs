@@ -148,6 +148,14 @@ impl Setup {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = c.try_wait().unwrap() {
+                use std::os::unix::process::ExitStatusExt as _;
+                if let Some(sig) = status.signal() {
+                    panic!(
+                        "leafd was killed by signal {sig} (core dumped: {}):\n{}",
+                        status.core_dumped(),
+                        self.log()
+                    );
+                }
                 return status.code().unwrap_or(-1);
             }
             assert!(

@@ -88,6 +88,34 @@ impl TestPki {
         }
     }
 
+    /// The test CA certificate as PEM (for a `ca-file`).
+    pub fn ca_pem(&self) -> String {
+        pem::encode(&pem::Pem::new("CERTIFICATE", self.ca.to_vec()))
+    }
+
+    /// A server config whose client certificates must chain to `client_roots` (DER).
+    pub fn server_config_with_client_roots(
+        &self,
+        client_roots: &[Vec<u8>],
+    ) -> Arc<rustls::ServerConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for r in client_roots {
+            roots.add(CertificateDer::from(r.clone())).unwrap();
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key.clone()));
+        Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(vec![self.server_cert.clone()], key)
+                .unwrap(),
+        )
+    }
+
     fn roots(&self) -> Arc<rustls::RootCertStore> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.clone()).unwrap();
