@@ -264,6 +264,7 @@ pub async fn run(
             token: token.clone(),
             tracker: tracker.clone(),
             reload_tasks: HashMap::new(),
+            trust: (None, 0),
         }
         .run(),
     );
@@ -359,6 +360,8 @@ struct EngineLoop {
     tracker: TaskTracker,
     /// The running reload per identity; a newer rotation cancels the older reload.
     reload_tasks: HashMap<String, CancellationToken>,
+    /// The trust bundle's digest and version (`TrustBundleChanged` carries the version).
+    trust: (Option<String>, u64),
 }
 
 impl EngineLoop {
@@ -442,6 +445,16 @@ impl EngineLoop {
             return;
         }
         events.iter().for_each(log_event);
+        let digest = self.engine.trust_digest();
+        if digest.is_some() && digest != self.trust.0 {
+            let first = self.trust.0.is_none();
+            self.trust = (digest, self.trust.1 + 1);
+            if !first && let Some(bus) = &self.bus {
+                if let Err(e) = bus.emit_trust_bundle_changed(self.trust.1).await {
+                    warn!("could not emit TrustBundleChanged: {e}");
+                }
+            }
+        }
         for ev in events {
             if let Event::Rotated {
                 identity,

@@ -855,6 +855,24 @@ impl Engine {
         }
     }
 
+    /// A digest of the trusted roots the truststores carry (`None` before the first host
+    /// certificate): it changes when the trust bundle changes.
+    pub fn trust_digest(&self) -> Option<String> {
+        let h = self.host.as_ref()?;
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for r in &h.roots {
+            ctx.update(&(r.len() as u64).to_be_bytes());
+            ctx.update(r);
+        }
+        Some(
+            ctx.finish()
+                .as_ref()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        )
+    }
+
     /// The host key algorithm (for status).
     pub fn host_key_algorithm(&self) -> KeyAlgorithm {
         self.host_key.algorithm
