@@ -55,6 +55,7 @@ fn identity(name: &str, serial: Option<&str>) -> IdentityStatus {
             PathBuf::from(format!("/etc/kafka/ssl/{name}-trust.p12")),
         ],
         reload: None,
+        counters: Default::default(),
     }
 }
 
@@ -75,6 +76,7 @@ fn status() -> Status {
         }),
         host_cert: None,
         identities: vec![identity("broker", Some("0a1b2c")), client],
+        ca: Default::default(),
     }
 }
 

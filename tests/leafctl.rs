@@ -51,6 +51,7 @@ fn identity(name: &str, serial: Option<&str>) -> IdentityStatus {
         last_error: None,
         outputs: vec![PathBuf::from(format!("/etc/kafka/ssl/{name}.p12"))],
         reload: None,
+        counters: Default::default(),
     }
 }
 
@@ -94,6 +95,7 @@ fn status() -> Status {
             last_error: None,
         }),
         identities: vec![broker, client, connect, expired],
+        ca: Default::default(),
     }
 }
 

@@ -434,6 +434,7 @@ mod tests {
             last_error: None,
             outputs: vec![PathBuf::from("/a.p12"), PathBuf::from("/b.p12")],
             reload: None,
+            counters: Default::default(),
         }
     }
 
@@ -522,6 +523,7 @@ mod tests {
             host_key: None,
             host_cert: None,
             identities: vec![a, b],
+            ca: Default::default(),
         };
         let alarms = alarms(&s, now);
         assert_eq!(alarms.len(), 2, "{alarms:?}");

@@ -18,7 +18,9 @@ use crate::keystore;
 use crate::reload::run::{Job, Outcome};
 use crate::renew::mint::{self, Minted};
 use crate::renew::policy::{next_renewal, retry_delay};
-use crate::state::status::{HostCertStatus, IdentityStatus, ReloadState, ReloadStatus, Status};
+use crate::state::status::{
+    CaStats, HostCertStatus, IdentityCounters, IdentityStatus, ReloadState, ReloadStatus, Status,
+};
 use crate::state::{self, HostCertState, IdentityState, Loaded, State, StateStore};
 use crate::x509::{self, CertSummary};
 
@@ -118,6 +120,10 @@ pub struct Engine {
     errors: HashMap<Option<String>, String>,
     /// The reload after each identity's last rotation.
     reloads: HashMap<String, ReloadStatus>,
+    /// Counters per identity since start.
+    counters: HashMap<String, IdentityCounters>,
+    /// CA request counters since start.
+    ca_stats: CaStats,
 }
 
 /// Whether an identity's stores alternate between two paths for a kafka reload.
@@ -304,6 +310,8 @@ impl Engine {
             retry_at: HashMap::new(),
             errors: HashMap::new(),
             reloads: HashMap::new(),
+            counters: HashMap::new(),
+            ca_stats: CaStats::default(),
         };
         Ok((engine, report))
     }
@@ -463,7 +471,13 @@ impl Engine {
 
     /// Rotates one identity and records the outcome (retry schedule, errors, state).
     async fn rotate_recorded(&mut self, identity: &Identity, now: SystemTime) -> Event {
-        match self.rotate(identity, now).await {
+        let result = self.rotate(identity, now).await;
+        let counters = self.counters.entry(identity.name.clone()).or_default();
+        match &result {
+            Ok(_) => counters.renewals += 1,
+            Err(_) => counters.renewal_failures += 1,
+        }
+        match result {
             Ok(ev) => {
                 self.retry_at.remove(&Some(identity.name.clone()));
                 self.errors.remove(&Some(identity.name.clone()));
@@ -602,6 +616,12 @@ impl Engine {
                 tracing::warn!("could not save state: {}", chain(&e));
             }
         }
+        let counters = self.counters.entry(name.to_owned()).or_default();
+        if outcome.ok {
+            counters.reloads_verified += 1;
+        } else {
+            counters.reloads_failed += 1;
+        }
         self.reloads.insert(
             name.to_owned(),
             ReloadStatus {
@@ -635,7 +655,16 @@ impl Engine {
             names,
             hostname: self.settings.host.hostname.clone(),
         };
-        let issued = self.issuer.issue_host_cert(&req, now).await?;
+        let started = tokio::time::Instant::now();
+        let issued = self.issuer.issue_host_cert(&req, now).await;
+        let took = started.elapsed().as_secs_f64();
+        self.ca_stats.requests += 1;
+        self.ca_stats.last_seconds = took;
+        self.ca_stats.seconds_sum += took;
+        if issued.is_err() {
+            self.ca_stats.failures += 1;
+        }
+        let issued = issued?;
         let first = issued.chain.first().ok_or(Error::NoHostCert)?;
         let summary = x509::summarize(first, "host issuing certificate")?;
         let planned = next_renewal(
@@ -905,6 +934,7 @@ impl Engine {
                     last_error: self.errors.get(&Some(i.name.clone())).cloned(),
                     outputs: self.active_outputs(i).into_iter().map(|o| o.path).collect(),
                     reload: self.reloads.get(&i.name).cloned(),
+                    counters: self.counters.get(&i.name).cloned().unwrap_or_default(),
                 }
             })
             .collect();
@@ -916,6 +946,7 @@ impl Engine {
             host_key: self.host_key_info.clone(),
             host_cert,
             identities,
+            ca: self.ca_stats.clone(),
         }
     }
 }

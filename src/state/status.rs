@@ -27,6 +27,35 @@ pub struct Status {
     pub host_cert: Option<HostCertStatus>,
     /// Per identity, in config order.
     pub identities: Vec<IdentityStatus>,
+    /// Requests to the CA since the daemon started.
+    #[serde(default)]
+    pub ca: CaStats,
+}
+
+/// CA request counters since the daemon started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CaStats {
+    /// Host issuing certificate requests.
+    pub requests: u64,
+    /// Of those, failed.
+    pub failures: u64,
+    /// Duration of the last request, seconds.
+    pub last_seconds: f64,
+    /// Sum of all request durations, seconds.
+    pub seconds_sum: f64,
+}
+
+/// Per-identity counters since the daemon started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityCounters {
+    /// Rotations completed.
+    pub renewals: u64,
+    /// Rotation attempts that failed.
+    pub renewal_failures: u64,
+    /// Reloads whose served serial was verified (or whose actions all succeeded).
+    pub reloads_verified: u64,
+    /// Reloads that raised the alarm.
+    pub reloads_failed: u64,
 }
 
 /// The host issuing certificate.
@@ -78,6 +107,9 @@ pub struct IdentityStatus {
     /// The broker reload after the last rotation, if reload actions are configured.
     #[serde(default)]
     pub reload: Option<ReloadStatus>,
+    /// Counters since the daemon started.
+    #[serde(default)]
+    pub counters: IdentityCounters,
 }
 
 /// Outcome of the reload actions and the served-certificate check after a rotation.
