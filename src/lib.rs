@@ -11,6 +11,7 @@ pub mod issuer;
 pub mod kafka;
 pub mod keys;
 pub mod keystore;
+pub mod metrics;
 pub mod reload;
 pub mod renew;
 pub mod secret;

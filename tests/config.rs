@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use leafd::config::{
-    self, BackendKind, DnAttribute, Eku, Error, IssuerSettings, LoadEnv, San, Settings, StoreFormat,
+    self, BackendKind, DnAttribute, Eku, Error, IssuerSettings, LoadEnv, MetricsSettings, San,
+    Settings, StoreFormat,
 };
 use leafd::keys::KeyAlgorithm;
 
@@ -131,6 +132,8 @@ fn reference_config_has_the_documented_defaults() {
     assert_eq!(ca.host_cert_validity, Duration::from_secs(7 * 86400));
     assert_eq!(ca.root_validity, Duration::from_secs(3650 * 86400));
     assert_eq!(ca.root_common_name, "leafd local CA kafka-1");
+    // No metrics unless asked for.
+    assert_eq!(s.metrics, MetricsSettings::default());
 
     assert_eq!(s.identities.len(), 1);
     let b = &s.identities[0];
@@ -575,6 +578,79 @@ path = "tls/extra.pem"
         [San::Dns("extra.eu.example.net".into())]
     );
     assert_eq!(s.identities[2].keystores[0].path, d.join("tls/extra.pem"));
+}
+
+#[test]
+fn metrics_textfile_and_loopback_listen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leafd.toml");
+    write(
+        &path,
+        "[metrics]\ntextfile = \"node-exporter/leafd.prom\"\nlisten = \"127.0.0.1:9477\"\n",
+    );
+    let (s, warnings) = config::load_with_warnings(&path, &env()).unwrap();
+    assert_eq!(
+        s.metrics,
+        MetricsSettings {
+            // Relative to the file's directory, like every path.
+            textfile: Some(dir.path().join("node-exporter/leafd.prom")),
+            listen: Some("127.0.0.1:9477".parse().unwrap()),
+        }
+    );
+    assert!(
+        warnings.iter().all(|w| !w.contains("textfile")),
+        "{warnings:?}"
+    );
+
+    // Every loopback address is accepted, IPv6 too; a drop-in overrides key by key.
+    let d = dir.path().join("leafd.d");
+    write(
+        &d.join("10-metrics.toml"),
+        "[metrics]\nlisten = \"[::1]:19477\"\n",
+    );
+    let s = config::load(&path, &env()).unwrap();
+    assert_eq!(s.metrics.listen, Some("[::1]:19477".parse().unwrap()));
+    assert_eq!(
+        s.metrics.textfile,
+        Some(dir.path().join("node-exporter/leafd.prom"))
+    );
+    write(
+        &d.join("10-metrics.toml"),
+        "[metrics]\nlisten = \"127.0.0.53:9477\"\n",
+    );
+    let s = config::load(&path, &env()).unwrap();
+    assert_eq!(s.metrics.listen, Some("127.0.0.53:9477".parse().unwrap()));
+
+    // A textfile node-exporter would not read is allowed, with a warning at its position.
+    write(&path, "[metrics]\ntextfile = \"/run/leafd/metrics.txt\"\n");
+    fs::remove_file(d.join("10-metrics.toml")).unwrap();
+    let (s, warnings) = config::load_with_warnings(&path, &env()).unwrap();
+    assert_eq!(
+        s.metrics.textfile.as_deref(),
+        Some(Path::new("/run/leafd/metrics.txt"))
+    );
+    assert_eq!(s.metrics.listen, None);
+    let prefix = format!("{}:2:12: ", path.display());
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with(&prefix) && w.contains("does not end in .prom")),
+        "{warnings:?}"
+    );
+
+    // A bad listen address in a drop-in is reported there.
+    write(
+        &d.join("20-bad.toml"),
+        "\n[metrics]\nlisten = \"10.0.0.5:9477\"\n",
+    );
+    let err = load_err(&path, &env());
+    assert_at(
+        &err,
+        &d.join("20-bad.toml"),
+        3,
+        10,
+        "listen address 10.0.0.5:9477 is not a loopback address",
+    );
 }
 
 #[test]

@@ -19,6 +19,7 @@ pub(crate) struct FileConfig {
     pub host: Option<HostFile>,
     pub key: Option<KeyFile>,
     pub issuer: Option<IssuerFile>,
+    pub metrics: Option<MetricsFile>,
     #[serde(default)]
     pub identity: Vec<IdentityFile>,
 }
@@ -30,6 +31,14 @@ pub(crate) struct DaemonFile {
     pub state_directory: Option<Spanned<String>>,
     pub log_level: Option<Spanned<String>>,
     pub testing_short_lifetimes: Option<Spanned<bool>>,
+}
+
+/// `[metrics]`
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct MetricsFile {
+    pub textfile: Option<Spanned<String>>,
+    pub listen: Option<Spanned<String>>,
 }
 
 /// `[host]`

@@ -16,6 +16,7 @@ pub(crate) struct Merged {
     pub host: HostMerged,
     pub key: KeyMerged,
     pub issuer: IssuerMerged,
+    pub metrics: MetricsMerged,
     /// Identities in order, each with the file it was written in.
     pub identities: Vec<(usize, IdentityFile)>,
 }
@@ -58,6 +59,12 @@ pub(crate) struct IssuerMerged {
     pub host_cert_validity: Option<At<String>>,
     pub root_validity: Option<At<String>>,
     pub root_common_name: Option<At<String>>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct MetricsMerged {
+    pub textfile: Option<At<String>>,
+    pub listen: Option<At<String>>,
 }
 
 /// Later files win: a field set in `src` replaces the merged one.
@@ -126,6 +133,10 @@ impl Merged {
             );
             set(&mut self.issuer.root_validity, file, i.root_validity);
             set(&mut self.issuer.root_common_name, file, i.root_common_name);
+        }
+        if let Some(m) = config.metrics {
+            set(&mut self.metrics.textfile, file, m.textfile);
+            set(&mut self.metrics.listen, file, m.listen);
         }
 
         // Identities: a name seen in an earlier file is replaced whole, in place; a name

@@ -23,6 +23,8 @@ pub struct Settings {
     pub key: KeySettings,
     /// Who certifies the host key.
     pub issuer: IssuerSettings,
+    /// Where metrics are exported.
+    pub metrics: MetricsSettings,
     /// Certificate targets, in config order; names are unique.
     pub identities: Vec<Identity>,
 }
@@ -36,6 +38,17 @@ pub struct DaemonSettings {
     pub log_level: String,
     /// Allows leaf lifetimes below five minutes (down to one second). For tests only.
     pub testing_short_lifetimes: bool,
+}
+
+/// `[metrics]`: where the Prometheus text exposition of the status goes. Both are off by
+/// default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// A file for node-exporter's textfile collector, rewritten atomically (mode 0644)
+    /// after every status change.
+    pub textfile: Option<PathBuf>,
+    /// A loopback address to serve `GET /metrics` on (the endpoint is unauthenticated).
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Host facts: template variables.

@@ -4,6 +4,7 @@
 //! reading password files and looking up users and groups, this is pure: the process
 //! environment comes in through [`LoadEnv`].
 
+use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -98,6 +99,7 @@ pub(crate) fn validate(
     let host = v.host(&merged)?;
     let key = v.key(&merged)?;
     let (issuer, host_cert_validity) = v.issuer(&merged, &host)?;
+    let metrics = v.metrics(&merged)?;
     let vars = Vars::new(&host);
 
     let mut identities = Vec::with_capacity(merged.identities.len());
@@ -118,6 +120,7 @@ pub(crate) fn validate(
         host,
         key,
         issuer,
+        metrics,
         identities,
     })
 }
@@ -254,6 +257,70 @@ impl Validator<'_> {
             log_level,
             testing_short_lifetimes,
         })
+    }
+
+    fn metrics(&mut self, m: &Merged) -> Result<MetricsSettings, Error> {
+        let textfile = match &m.metrics.textfile {
+            Some(at) => {
+                self.non_empty(at, "textfile")?;
+                let path = resolve(self.sources.dir(at.file), &at.value);
+                if at.value.ends_with('/') || path.file_name().is_none() {
+                    return Err(self.err(
+                        at,
+                        format!(
+                            "textfile {:?} is not a file name; write e.g. \
+                             \"/var/lib/prometheus/node-exporter/leafd.prom\"",
+                            at.value
+                        ),
+                    ));
+                }
+                if path.extension().is_none_or(|e| e != "prom") {
+                    self.warnings.push(format!(
+                        "{}: the metrics textfile {} does not end in .prom; node-exporter's \
+                         textfile collector reads *.prom files only",
+                        self.sources.describe(at),
+                        path.display()
+                    ));
+                }
+                Some(path)
+            }
+            None => None,
+        };
+        let listen = match &m.metrics.listen {
+            Some(at) => {
+                self.non_empty(at, "listen")?;
+                let addr: SocketAddr = at.value.parse().map_err(|_| {
+                    self.err(
+                        at,
+                        format!(
+                            "listen {:?} is not an IP address and port such as \
+                             \"127.0.0.1:9477\" or \"[::1]:9477\" (leafd does not resolve names \
+                             here)",
+                            at.value
+                        ),
+                    )
+                })?;
+                if !addr.ip().is_loopback() {
+                    return Err(self.err(
+                        at,
+                        format!(
+                            "listen address {addr} is not a loopback address: the metrics \
+                             endpoint is unauthenticated, so leafd serves it on 127.0.0.0/8 or \
+                             [::1] only (scrape it locally, or use textfile with node-exporter)"
+                        ),
+                    ));
+                }
+                if addr.port() == 0 {
+                    return Err(self.err(
+                        at,
+                        format!("listen address {addr} needs a port, such as 9477"),
+                    ));
+                }
+                Some(addr)
+            }
+            None => None,
+        };
+        Ok(MetricsSettings { textfile, listen })
     }
 
     fn optional(&self, at: &Option<At<String>>, key: &str) -> Result<Option<String>, Error> {

@@ -95,9 +95,13 @@ pub fn main() -> ExitCode {
 
 /// sysexits code for a start-up failure. A rejected PIN is a configuration problem (78), so
 /// systemd does not restart into a token lock-out; an unreachable device is EX_UNAVAILABLE
-/// (69), which systemd retries after `RestartSec`.
+/// (69), which systemd retries after `RestartSec`. So is a metrics address that cannot be
+/// bound (the config admits only well-formed loopback addresses, so it is in use).
 fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
+        if let Some(crate::metrics::Error::Bind { .. }) = cause.downcast_ref() {
+            return 69;
+        }
         match cause.downcast_ref::<crate::keys::Error>() {
             Some(crate::keys::Error::Auth { .. }) => return EXIT_CONFIG,
             Some(crate::keys::Error::Unavailable { .. }) => return 69,
@@ -172,6 +176,9 @@ fn reload_config(
             if new.key != settings_tx.borrow().key || new.issuer != settings_tx.borrow().issuer {
                 warn!("changes to [key] and [issuer] take effect after a restart");
             }
+            if new.metrics != settings_tx.borrow().metrics {
+                warn!("changes to [metrics] take effect after a restart");
+            }
             if let Err(e) = log.set_level(&new.daemon.log_level) {
                 warn!("ignoring log-level: {e}");
             }
@@ -245,7 +252,7 @@ pub async fn run(
     let (engine_tx, engine_rx) = mpsc::channel(16);
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let bus = serve_bus(DaemonControl {
-        status: status_rx,
+        status: status_rx.clone(),
         engine: engine_tx,
         reload: reload_tx,
     })
@@ -253,6 +260,9 @@ pub async fn run(
 
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let metrics =
+        crate::metrics::Exporter::start(&settings.metrics, status_rx, token.clone(), &tracker)
+            .await?;
     let (settings_tx, settings_rx) = watch::channel(settings);
     tracker.spawn(
         EngineLoop {
@@ -265,6 +275,7 @@ pub async fn run(
             tracker: tracker.clone(),
             reload_tasks: HashMap::new(),
             trust: (None, 0),
+            metrics,
         }
         .run(),
     );
@@ -362,6 +373,8 @@ struct EngineLoop {
     reload_tasks: HashMap<String, CancellationToken>,
     /// The trust bundle's digest and version (`TrustBundleChanged` carries the version).
     trust: (Option<String>, u64),
+    /// The metrics textfile (and endpoint, which reads the status watch).
+    metrics: crate::metrics::Exporter,
 }
 
 impl EngineLoop {
@@ -521,13 +534,15 @@ impl EngineLoop {
         self.publish(now).await;
     }
 
-    /// Status to the D-Bus watch, status.json, STATUS= and the identity objects.
+    /// Status to the D-Bus watch, status.json, the metrics textfile, STATUS= and the identity
+    /// objects.
     async fn publish(&mut self, now: SystemTime) {
         let status = self.engine.status(now);
         let dir = self.engine.settings().daemon.state_directory.clone();
         if let Err(e) = crate::state::status::write(&dir, &status) {
             warn!("could not write the status snapshot: {}", chain(&e));
         }
+        self.metrics.publish(&status, now);
         notify(&[NotifyState::Status(&status.summary)]);
         if let Some(bus) = &self.bus
             && let Err(e) = bus.refresh_identities(&status).await
