@@ -247,6 +247,32 @@ fn deb_and_rpm_ship_the_same_files() {
 }
 
 #[test]
+fn generated_variants_add_only_the_staged_tree() {
+    let meta = package_metadata();
+    let glob = "target/packages/gen/leafd/**/*";
+    let deb = meta["deb"]["variants"]["generated"].as_table().unwrap();
+    assert_eq!(deb["name"].as_str(), Some("leafd"));
+    let appended = deb["merge-assets"]["append"].as_array().unwrap();
+    assert_eq!(appended.len(), 1);
+    let entry: Vec<&str> = appended[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(entry, [glob, "/", "644"]);
+    // cargo-generate-rpm variants replace the asset list: it must repeat the base list.
+    let base = meta["generate-rpm"]["assets"].as_array().unwrap();
+    let variant = meta["generate-rpm"]["variants"]["generated"]["assets"]
+        .as_array()
+        .unwrap();
+    assert_eq!(variant.len(), base.len() + 1);
+    assert_eq!(&variant[..base.len()], &base[..]);
+    assert_eq!(variant[base.len()]["source"].as_str(), Some(glob));
+    assert_eq!(variant[base.len()]["dest"].as_str(), Some("/"));
+}
+
+#[test]
 fn packaging_scripts_are_shellcheck_clean() {
     let bash = ["packaging/build", "packaging/system-test", "tests/run"];
     let out = run(
