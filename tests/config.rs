@@ -104,6 +104,29 @@ fn every_file_under_etc_parses() {
     assert_eq!(loaded, 2, "leafd.toml and quickstart.toml");
 }
 
+/// The shipped leafd.toml with the example identity installed as the drop-in
+/// `leafd.d/50-broker.toml`, as the example's header tells operators to do.
+fn reference_with_example_identity(dir: &Path) -> (PathBuf, PathBuf) {
+    let main = dir.join("leafd.toml");
+    let drop_in = dir.join("leafd.d/50-broker.toml");
+    let read = |p: &str| fs::read_to_string(repo().join(p)).unwrap();
+    write(&main, &read("etc/leafd/leafd.toml"));
+    write(&drop_in, &read("etc/leafd/examples/broker.toml"));
+    (main, drop_in)
+}
+
+#[test]
+fn shipped_config_starts_without_identities_or_credentials() {
+    let path = repo().join("etc/leafd/leafd.toml");
+    let env = LoadEnv {
+        credentials_directory: None,
+        hostname: "kafka-1".into(),
+    };
+    let s = config::load(&path, &env).unwrap();
+    assert_eq!(s.key.backend, BackendKind::Soft);
+    assert!(s.identities.is_empty());
+}
+
 #[test]
 fn reference_config_has_the_documented_defaults() {
     let creds = credentials();
@@ -111,14 +134,11 @@ fn reference_config_has_the_documented_defaults() {
         credentials_directory: Some(creds.path().to_owned()),
         hostname: "kafka-1".into(),
     };
-    let path = repo().join("etc/leafd/leafd.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let (path, drop_in) = reference_with_example_identity(dir.path());
     let (s, warnings) = config::load_with_warnings(&path, &env).unwrap();
-    // Whether the checkout is group-writable depends on the umask; nothing else may warn.
-    assert!(
-        warnings.iter().all(|w| w.contains(" is writable by ")),
-        "{warnings:?}"
-    );
-    assert_eq!(s.sources, [path]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(s.sources, [path, drop_in]);
     assert_eq!(s.daemon.state_directory, Path::new("/var/lib/leafd"));
     assert_eq!(s.daemon.log_level, "info");
     assert!(!s.daemon.testing_short_lifetimes);
@@ -168,7 +188,8 @@ fn reference_config_has_the_documented_defaults() {
 
 #[test]
 fn reference_config_needs_its_credential() {
-    let path = repo().join("etc/leafd/leafd.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = reference_with_example_identity(dir.path());
     let env = LoadEnv {
         credentials_directory: None,
         hostname: "kafka-1".into(),

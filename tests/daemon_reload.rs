@@ -165,6 +165,22 @@ fn reload_is(s: &Setup, state: &str, serial: &str) -> bool {
     r["state"] == state && r["serial"] == serial
 }
 
+/// Waits until the current leaf (a new one, if `after` names the previous serial) has the
+/// reload state `state`.
+async fn wait_reload(
+    s: &mut Setup,
+    what: &str,
+    timeout: Duration,
+    state: &str,
+    after: Option<&str>,
+) {
+    wait(s, what, timeout, |s| {
+        let serial = serial(s);
+        !serial.is_empty() && after != Some(serial.as_str()) && reload_is(s, state, &serial)
+    })
+    .await;
+}
+
 fn serial(s: &Setup) -> String {
     s.identity_state("broker")["serial"]
         .as_str()
@@ -189,14 +205,12 @@ async fn rotation_reloads_broker_alternating_paths_and_verifies_serial() {
         "",
     ));
     s.start();
-    wait(
+    wait_reload(
         &mut s,
         "the first reload verified",
         Duration::from_secs(30),
-        |s| {
-            let serial = serial(s);
-            !serial.is_empty() && reload_is(s, "verified", &serial)
-        },
+        "verified",
+        None,
     )
     .await;
     let first = serial(&s);
@@ -204,14 +218,12 @@ async fn rotation_reloads_broker_alternating_paths_and_verifies_serial() {
     assert!(s.log().contains("broker reload verified"), "{}", s.log());
 
     // The second rotation (renew-at 50% of 8 s) goes to the alternate paths.
-    wait(
+    wait_reload(
         &mut s,
         "the second reload verified",
         Duration::from_secs(30),
-        |s| {
-            let serial = serial(s);
-            serial != first && reload_is(s, "verified", &serial)
-        },
+        "verified",
+        Some(&first),
     )
     .await;
     let second = serial(&s);
@@ -269,14 +281,12 @@ async fn rejected_change_keeps_previous_path_and_raises_alarm() {
         "",
     ));
     s.start();
-    wait(
+    wait_reload(
         &mut s,
         "the first reload verified",
         Duration::from_secs(30),
-        |s| {
-            let serial = serial(s);
-            !serial.is_empty() && reload_is(s, "verified", &serial)
-        },
+        "verified",
+        None,
     )
     .await;
     let first = serial(&s);
@@ -292,10 +302,13 @@ async fn rejected_change_keeps_previous_path_and_raises_alarm() {
         "",
     ));
     s.signal(nix::sys::signal::Signal::SIGHUP);
-    wait(&mut s, "the alarm", Duration::from_secs(30), |s| {
-        let serial = serial(s);
-        serial != first && reload_is(s, "failed", &serial)
-    })
+    wait_reload(
+        &mut s,
+        "the alarm",
+        Duration::from_secs(30),
+        "failed",
+        Some(&first),
+    )
     .await;
     let r = reload_of(&s);
     assert!(
@@ -390,11 +403,7 @@ async fn serial_never_served_raises_alarm() {
         "",
     ));
     s.start();
-    wait(&mut s, "the alarm", Duration::from_secs(40), |s| {
-        let serial = serial(s);
-        !serial.is_empty() && reload_is(s, "failed", &serial)
-    })
-    .await;
+    wait_reload(&mut s, "the alarm", Duration::from_secs(40), "failed", None).await;
     let detail = reload_of(&s)["detail"].as_str().unwrap().to_owned();
     assert!(detail.contains("does not match"), "{detail}");
     assert!(detail.contains(&serial(&s)), "{detail}");
@@ -466,10 +475,13 @@ timeout = "10s"
         ),
     ));
     s.start();
-    wait(&mut s, "the reload", Duration::from_secs(30), |s| {
-        let serial = serial(s);
-        !serial.is_empty() && reload_is(s, "verified", &serial)
-    })
+    wait_reload(
+        &mut s,
+        "the reload",
+        Duration::from_secs(30),
+        "verified",
+        None,
+    )
     .await;
     let env = std::fs::read_to_string(&out).unwrap();
     assert!(env.contains("LEAFD_IDENTITY=broker\n"), "{env}");
@@ -506,10 +518,13 @@ timeout = "10s"
     ));
     s.signal(nix::sys::signal::Signal::SIGHUP);
     let before = serial(&s);
-    wait(&mut s, "the exec alarm", Duration::from_secs(30), |s| {
-        let serial = serial(s);
-        serial != before && reload_is(s, "failed", &serial)
-    })
+    wait_reload(
+        &mut s,
+        "the exec alarm",
+        Duration::from_secs(30),
+        "failed",
+        Some(&before),
+    )
     .await;
     let detail = reload_of(&s)["detail"].as_str().unwrap().to_owned();
     assert!(detail.contains("exit status: 3"), "{detail}");
@@ -548,14 +563,12 @@ async fn sasl_scram_admin_connection() {
     };
     s.write_config(&cfg("1h", "scram.pass"));
     s.start();
-    wait(
+    wait_reload(
         &mut s,
         "the reload verified",
         Duration::from_secs(30),
-        |s| {
-            let serial = serial(s);
-            !serial.is_empty() && reload_is(s, "verified", &serial)
-        },
+        "verified",
+        None,
     )
     .await;
     assert_eq!(served(rig.java_addr()).await, serial(&s));
@@ -564,10 +577,13 @@ async fn sasl_scram_admin_connection() {
     s.write_config(&cfg("2h", "wrong.pass"));
     s.signal(nix::sys::signal::Signal::SIGHUP);
     let before = serial(&s);
-    wait(&mut s, "the alarm", Duration::from_secs(30), |s| {
-        let serial = serial(s);
-        serial != before && reload_is(s, "failed", &serial)
-    })
+    wait_reload(
+        &mut s,
+        "the alarm",
+        Duration::from_secs(30),
+        "failed",
+        Some(&before),
+    )
     .await;
     let detail = reload_of(&s)["detail"].as_str().unwrap().to_owned();
     assert!(

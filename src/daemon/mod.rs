@@ -216,7 +216,7 @@ pub async fn run(
     let now = SystemTime::now();
 
     let (key_settings, dir) = (settings.key.clone(), state_dir.clone());
-    let (keys, _key_thread) =
+    let (keys, key_thread) =
         KeyService::spawn(move || crate::keys::open_backend(&key_settings, &dir))
             .context("could not open the host key backend")?;
     let issuer = match &settings.issuer {
@@ -302,6 +302,17 @@ pub async fn run(
         .is_err()
     {
         warn!("rotation still running after {DRAIN_GRACE:?}; exiting anyway");
+        return Ok(());
+    }
+    // Let the key thread close its sessions before the process exits: a PKCS#11 module
+    // tearing down its globals at exit while a session is being closed can crash.
+    drop(keys);
+    let joined = tokio::task::spawn_blocking(move || key_thread.join());
+    if tokio::time::timeout(Duration::from_secs(5), joined)
+        .await
+        .is_err()
+    {
+        warn!("the key thread did not stop within 5 s; exiting anyway");
     }
     Ok(())
 }
