@@ -266,10 +266,22 @@ fn generated_variants_add_only_the_staged_tree() {
     let variant = meta["generate-rpm"]["variants"]["generated"]["assets"]
         .as_array()
         .unwrap();
-    assert_eq!(variant.len(), base.len() + 1);
     assert_eq!(&variant[..base.len()], &base[..]);
-    assert_eq!(variant[base.len()]["source"].as_str(), Some(glob));
-    assert_eq!(variant[base.len()]["dest"].as_str(), Some("/"));
+    let staged = &variant[base.len()..];
+    let dirs = ["man", "bash-completion", "zsh", "fish"];
+    assert_eq!(staged.len(), dirs.len());
+    for (entry, dir) in staged.iter().zip(dirs) {
+        assert_eq!(
+            entry["source"].as_str().unwrap(),
+            format!("target/packages/gen/leafd/usr/share/{dir}/**/*")
+        );
+        assert_eq!(
+            entry["dest"].as_str().unwrap(),
+            format!("/usr/share/{dir}/")
+        );
+    }
+    // rpmlint: man pages must be listed as documentation.
+    assert_eq!(staged[0]["doc"].as_bool(), Some(true));
 }
 
 #[test]
