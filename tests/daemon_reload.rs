@@ -95,9 +95,18 @@ impl Rig {
     fn java_addr(&self) -> std::net::SocketAddr {
         self.java.lock().unwrap().addr()
     }
+
+    /// The test config reloading through this rig's broker and verifying at its JDK server.
+    fn config(&self, lifetime: &str) -> String {
+        config(
+            &self.broker.addr().to_string(),
+            &self.java_addr().to_string(),
+            lifetime,
+        )
+    }
 }
 
-fn config(bootstrap: &str, verify: &str, lifetime: &str, extra: &str) -> String {
+fn config(bootstrap: &str, verify: &str, lifetime: &str) -> String {
     format!(
         r#"[daemon]
 state-directory = "@DIR@/state"
@@ -114,7 +123,6 @@ sans = ["localhost", "ip:127.0.0.1"]
 lifetime = "{lifetime}"
 renew-at = "50%"
 reload-retry-for = "4s"
-{extra}
 [[identity.keystore]]
 format = "pem"
 path = "@DIR@/tls/broker.pem"
@@ -198,12 +206,7 @@ async fn served(addr: std::net::SocketAddr) -> String {
 async fn rotation_reloads_broker_alternating_paths_and_verifies_serial() {
     let mut s = Setup::new("");
     let rig = Rig::start(s.dir.path()).await;
-    s.write_config(&config(
-        &rig.broker.addr().to_string(),
-        &rig.java_addr().to_string(),
-        "8s",
-        "",
-    ));
+    s.write_config(&rig.config("8s"));
     s.start();
     wait_reload(
         &mut s,
@@ -274,12 +277,7 @@ async fn rotation_reloads_broker_alternating_paths_and_verifies_serial() {
 async fn rejected_change_keeps_previous_path_and_raises_alarm() {
     let mut s = Setup::new("");
     let rig = Rig::start(s.dir.path()).await;
-    s.write_config(&config(
-        &rig.broker.addr().to_string(),
-        &rig.java_addr().to_string(),
-        "1h",
-        "",
-    ));
+    s.write_config(&rig.config("1h"));
     s.start();
     wait_reload(
         &mut s,
@@ -295,12 +293,7 @@ async fn rejected_change_keeps_previous_path_and_raises_alarm() {
     // a new leaf (the lifetime).
     rig.broker
         .reject_next("Validation of dynamic config update of SSLFactory failed");
-    s.write_config(&config(
-        &rig.broker.addr().to_string(),
-        &rig.java_addr().to_string(),
-        "2h",
-        "",
-    ));
+    s.write_config(&rig.config("2h"));
     s.signal(nix::sys::signal::Signal::SIGHUP);
     wait_reload(
         &mut s,
@@ -351,12 +344,7 @@ async fn unreachable_broker_is_retried_then_alarms() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = closed.local_addr().unwrap();
     drop(closed);
-    s.write_config(&config(
-        &addr.to_string(),
-        &java.addr().to_string(),
-        "1h",
-        "",
-    ));
+    s.write_config(&config(&addr.to_string(), &java.addr().to_string(), "1h"));
     s.start();
     let mut saw_pending = false;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -396,12 +384,7 @@ async fn serial_never_served_raises_alarm() {
     let mut s = Setup::new("");
     let rig = Rig::start(s.dir.path()).await;
     *rig.reloads_java.lock().unwrap() = false;
-    s.write_config(&config(
-        &rig.broker.addr().to_string(),
-        &rig.java_addr().to_string(),
-        "1h",
-        "",
-    ));
+    s.write_config(&rig.config("1h"));
     s.start();
     wait_reload(&mut s, "the alarm", Duration::from_secs(40), "failed", None).await;
     let detail = reload_of(&s)["detail"].as_str().unwrap().to_owned();
@@ -548,13 +531,7 @@ async fn sasl_scram_admin_connection() {
     )
     .await;
     let cfg = |lifetime: &str, pass: &str| {
-        config(
-            &rig.broker.addr().to_string(),
-            &rig.java_addr().to_string(),
-            lifetime,
-            "",
-        )
-        .replace(
+        rig.config(lifetime).replace(
             "listener = \"SSL\"\n",
             &format!(
                 "listener = \"SSL\"\nsecurity = \"sasl-plaintext\"\nsasl-mechanism = \"scram-sha-512\"\nsasl-username = \"leafd\"\nsasl-password-file = \"@DIR@/{pass}\"\n"

@@ -41,9 +41,6 @@ pub const MANAGER_INTERFACE: &str = "org.leafd.leafd1.Manager";
 /// The Identity interface.
 pub const IDENTITY_INTERFACE: &str = "org.leafd.leafd1.Identity";
 
-/// Longest identity name accepted over the bus, in bytes.
-const MAX_NAME_LEN: usize = 255;
-
 /// A boxed future returned by [`Control`]'s actions.
 pub type ControlFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -95,7 +92,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
             "identity name is empty".to_owned(),
         ));
     }
-    if name.len() > MAX_NAME_LEN || !crate::config::is_valid_identity_name(name) {
+    if !crate::config::is_valid_identity_name(name) {
         let shown: String = name.chars().take(64).collect();
         return Err(ApiError::InvalidArgument(format!(
             "invalid identity name {shown:?}"

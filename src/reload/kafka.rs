@@ -360,6 +360,30 @@ impl KafkaAdmin {
     }
 }
 
+/// A per-resource error code of a config response: 0 is success,
+/// CLUSTER_AUTHORIZATION_FAILED is [`Error::NotAuthorized`] for `operation`, anything else
+/// goes through `other(code, name, message)`.
+fn resource_result(
+    code: i16,
+    message: Option<&StrBytes>,
+    operation: &'static str,
+    other: fn(i16, String, String) -> Error,
+) -> Result<(), Error> {
+    let message = message.map(|m| m.as_str().to_owned()).unwrap_or_default();
+    match code {
+        0 => Ok(()),
+        CLUSTER_AUTHORIZATION_FAILED => Err(Error::NotAuthorized {
+            operation,
+            message: if message.is_empty() {
+                error_name(code)
+            } else {
+                message
+            },
+        }),
+        code => Err(other(code, error_name(code), message)),
+    }
+}
+
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
@@ -645,31 +669,16 @@ impl Conn {
                 "DescribeConfigs response has no result for broker {resource_name}"
             )));
         };
-        let message = result
-            .error_message
-            .as_ref()
-            .map(|m| m.as_str().to_owned())
-            .unwrap_or_default();
-        match result.error_code {
-            0 => {}
-            CLUSTER_AUTHORIZATION_FAILED => {
-                return Err(Error::NotAuthorized {
-                    operation: "describe broker configs",
-                    message: if message.is_empty() {
-                        error_name(CLUSTER_AUTHORIZATION_FAILED)
-                    } else {
-                        message
-                    },
-                });
-            }
-            code => {
-                return Err(Error::DescribeFailed {
-                    code,
-                    name: error_name(code),
-                    message,
-                });
-            }
-        }
+        resource_result(
+            result.error_code,
+            result.error_message.as_ref(),
+            "describe broker configs",
+            |code, name, message| Error::DescribeFailed {
+                code,
+                name,
+                message,
+            },
+        )?;
         let value = |name: &str| {
             result
                 .configs
@@ -728,27 +737,16 @@ impl Conn {
                 "IncrementalAlterConfigs response has no result for broker {resource_name}"
             )));
         };
-        let message = result
-            .error_message
-            .as_ref()
-            .map(|m| m.as_str().to_owned())
-            .unwrap_or_default();
-        match result.error_code {
-            0 => Ok(()),
-            CLUSTER_AUTHORIZATION_FAILED => Err(Error::NotAuthorized {
-                operation: "alter broker configs",
-                message: if message.is_empty() {
-                    error_name(CLUSTER_AUTHORIZATION_FAILED)
-                } else {
-                    message
-                },
-            }),
-            code => Err(Error::Rejected {
+        resource_result(
+            result.error_code,
+            result.error_message.as_ref(),
+            "alter broker configs",
+            |code, name, message| Error::Rejected {
                 code,
-                name: error_name(code),
+                name,
                 message,
-            }),
-        }
+            },
+        )
     }
 
     /// Sends one framed request and reads its response, within the timeout.

@@ -763,18 +763,12 @@ impl Engine {
         }
         // Alternating: write where the broker is not pointing; never overwrite the file its
         // current override names.
-        let alternate = alternates(identity)
-            && self
-                .state
-                .identities
-                .get(&identity.name)
-                .and_then(|s| s.broker_alternate)
-                .is_some_and(|on_alternate| !on_alternate);
         let broker_alternate = self
             .state
             .identities
             .get(&identity.name)
             .and_then(|s| s.broker_alternate);
+        let alternate = alternates(identity) && broker_alternate == Some(false);
         for e in &encoded {
             keystore::write_output(&placed(e.output, alternate), &e.bytes).map_err(Error::Write)?;
         }

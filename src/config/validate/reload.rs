@@ -2,6 +2,8 @@
 //! served-certificate check.
 
 use std::net::SocketAddr;
+
+use nix::sys::signal::Signal;
 use std::time::Duration;
 
 use super::super::file::{ReloadFile, Scalar, VerifyFile};
@@ -17,22 +19,13 @@ pub(super) const VERIFY_TIMEOUT: Duration = Duration::from_secs(60);
 pub(super) const RETRY_FOR: Duration = Duration::from_secs(600);
 
 /// Signals a reload action may send: the ones daemons use for "reload" or "rotate logs".
-const SIGNALS: &[(&str, i32)] = &[
-    ("HUP", libc_signal::SIGHUP),
-    ("USR1", libc_signal::SIGUSR1),
-    ("USR2", libc_signal::SIGUSR2),
-    ("TERM", libc_signal::SIGTERM),
-    ("INT", libc_signal::SIGINT),
+const SIGNALS: &[(&str, Signal)] = &[
+    ("HUP", Signal::SIGHUP),
+    ("USR1", Signal::SIGUSR1),
+    ("USR2", Signal::SIGUSR2),
+    ("TERM", Signal::SIGTERM),
+    ("INT", Signal::SIGINT),
 ];
-
-mod libc_signal {
-    use nix::sys::signal::Signal;
-    pub const SIGHUP: i32 = Signal::SIGHUP as i32;
-    pub const SIGUSR1: i32 = Signal::SIGUSR1 as i32;
-    pub const SIGUSR2: i32 = Signal::SIGUSR2 as i32;
-    pub const SIGTERM: i32 = Signal::SIGTERM as i32;
-    pub const SIGINT: i32 = Signal::SIGINT as i32;
-}
 
 /// Keys each action type takes (besides `type`).
 fn allowed(kind: &str) -> &'static [&'static str] {
@@ -304,16 +297,7 @@ impl Validator<'_> {
                 }
                 let tls = if tls {
                     let server_name = match r.server_name.map(at) {
-                        Some(a) => {
-                            let n = self.expanded(&a, "server-name", vars)?;
-                            if rustls::pki_types::ServerName::try_from(n.as_str()).is_err() {
-                                return Err(self.err(
-                                    &a,
-                                    format!("server-name {n:?} is not a DNS name or IP address"),
-                                ));
-                            }
-                            n
-                        }
+                        Some(a) => self.server_name(&a, vars)?,
                         None => {
                             return Err(missing!(
                                 "server-name (the name in the broker's certificate)"
@@ -427,13 +411,13 @@ impl Validator<'_> {
                     (None, None) => return Err(missing!("unit or pid-file")),
                 };
                 let signal = match r.signal.map(at) {
-                    None => libc_signal::SIGHUP,
+                    None => Signal::SIGHUP as i32,
                     Some(a) => {
                         let name = a.value.trim_start_matches("SIG");
                         SIGNALS
                             .iter()
                             .find(|(n, _)| *n == name)
-                            .map(|(_, s)| *s)
+                            .map(|(_, s)| *s as i32)
                             .ok_or_else(|| {
                                 self.err(
                                     &a,
@@ -503,6 +487,18 @@ impl Validator<'_> {
             })
     }
 
+    /// A TLS server name (SNI and the name checked in the certificate).
+    fn server_name(&self, at: &At<String>, vars: &Vars) -> Result<String, Error> {
+        let n = self.expanded(at, "server-name", vars)?;
+        if rustls::pki_types::ServerName::try_from(n.as_str()).is_err() {
+            return Err(self.err(
+                at,
+                format!("server-name {n:?} is not a DNS name or IP address"),
+            ));
+        }
+        Ok(n)
+    }
+
     fn unit_name(&self, at: &At<String>, vars: &Vars) -> Result<String, Error> {
         let unit = self.expanded(at, "unit", vars)?;
         let ok = unit.len() <= 255
@@ -533,7 +529,7 @@ impl Validator<'_> {
             return Err(self.err(&list_at, "verify addresses must name at least one listener"));
         }
         let server_name = match v.server_name.map(|s| At::new(file, s)) {
-            Some(a) => Some(self.expanded(&a, "server-name", vars)?),
+            Some(a) => Some(self.server_name(&a, vars)?),
             None => None,
         };
         let timeout = match v.timeout.map(|s| At::new(file, s)) {
