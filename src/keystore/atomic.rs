@@ -234,6 +234,8 @@ pub fn remove_stale_temps(dir: &Path, file_name: &str) -> usize {
     let prefix = prefix.as_encoded_bytes();
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
+        // Nothing written there yet (the first write creates the directory).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
         Err(e) => {
             tracing::warn!(dir = %dir.display(), error = %e, "could not list directory for stale temporary files");
             return 0;

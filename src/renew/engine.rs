@@ -267,16 +267,15 @@ impl Engine {
             })
             .await??;
         report.generated_host_key = generated;
-        for o in settings
-            .identities
-            .iter()
-            .flat_map(|i| i.keystores.iter().chain(&i.truststores))
-        {
-            for path in [o.path.clone(), keystore::alternate_path(&o.path)] {
-                if let (Some(dir), Some(name)) =
-                    (path.parent(), path.file_name().and_then(|n| n.to_str()))
-                {
-                    report.stale_temps_removed += keystore::remove_stale_temps(dir, name);
+        for i in &settings.identities {
+            for o in i.keystores.iter().chain(&i.truststores) {
+                let alternate = alternates(i).then(|| keystore::alternate_path(&o.path));
+                for path in std::iter::once(o.path.clone()).chain(alternate) {
+                    if let (Some(dir), Some(name)) =
+                        (path.parent(), path.file_name().and_then(|n| n.to_str()))
+                    {
+                        report.stale_temps_removed += keystore::remove_stale_temps(dir, name);
+                    }
                 }
             }
         }
