@@ -20,7 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use exporter::{Error, Exporter};
 
-use crate::state::status::{IdentityCounters, ReloadState, Status};
+use crate::status::{IdentityCounters, ReloadState, Status};
 
 /// The `Content-Type` of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -378,8 +378,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::keys::{KeyAlgorithm, KeyInfo};
-    use crate::state::status::{CaStats, HostCertStatus, IdentityStatus, ReloadStatus};
+    use crate::status::{CaStats, HostCertStatus, IdentityStatus, ReloadStatus};
+    use crate::vocab::{KeyAlgorithm, KeyInfo};
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)

@@ -6,7 +6,24 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::config::HostFacts;
+/// Host facts: template variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFacts {
+    /// `{hostname}`: short host name.
+    pub hostname: String,
+    /// `{fqdn}`: fully qualified name (defaults to the hostname).
+    pub fqdn: String,
+    /// `{broker_id}`.
+    pub broker_id: Option<String>,
+    /// `{cluster}`.
+    pub cluster: Option<String>,
+    /// `{region}`.
+    pub region: Option<String>,
+    /// `{zone}`.
+    pub zone: Option<String>,
+    /// User-defined facts, `{name}`.
+    pub facts: BTreeMap<String, String>,
+}
 
 /// The built-in variables and the `[host]` key that sets each one.
 pub const BUILTINS: [(&str, &str); 6] = [

@@ -1051,3 +1051,217 @@ timeout = "30s"
     assert_eq!(v.timeout, Duration::from_secs(30));
     assert!(s.identities[0].reload.actions.is_empty());
 }
+
+// ---------------------------------------------------------------------------------------
+// Loading without secrets (`leafctl kafka-config`).
+
+/// An identity with a password file, a PEM keystore, a credential and a SASL password
+/// file, none of which exists.
+const SECRET_SOURCES: &str = r#"[[identity]]
+name = "broker"
+sans = ["kafka-1.example.net"]
+[[identity.keystore]]
+format = "pkcs12"
+path = "broker.p12"
+password-file = "secrets/broker.pass"
+[[identity.keystore]]
+format = "pem"
+path = "broker.pem"
+[[identity.truststore]]
+format = "jks"
+path = "trust.jks"
+password-credential = "trust-pass"
+[[identity.reload]]
+type = "kafka"
+bootstrap = "127.0.0.1:9093"
+broker-id = 1
+listener = "SSL"
+security = "sasl-plaintext"
+sasl-mechanism = "plain"
+sasl-username = "leafd"
+sasl-password-file = "sasl.pass"
+"#;
+
+#[test]
+fn sources_only_load_locates_passwords_and_reads_none() {
+    use leafd::config::{KafkaSecurity, PasswordSource, ReloadAction};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leafd.toml");
+    write(&path, SECRET_SOURCES);
+    let no_credentials = LoadEnv {
+        credentials_directory: None,
+        hostname: "kafka-1".into(),
+    };
+    let loaded = config::load_sources_only(&path, &no_credentials).unwrap();
+    assert!(loaded.warnings().is_empty(), "{:?}", loaded.warnings());
+    let broker = &loaded.settings().identities[0];
+    let keystore = &broker.keystores[0];
+    assert!(keystore.password.is_none());
+    assert_eq!(
+        keystore.password_source,
+        Some(PasswordSource::File(dir.path().join("secrets/broker.pass")))
+    );
+    let pem = &broker.keystores[1];
+    assert!(pem.password.is_none() && pem.password_source.is_none());
+    let truststore = &broker.truststores[0];
+    assert!(truststore.password.is_none());
+    assert_eq!(
+        truststore.password_source,
+        Some(PasswordSource::Credential("trust-pass".into()))
+    );
+    let ReloadAction::Kafka(k) = &broker.reload.actions[0] else {
+        panic!("{:?}", broker.reload.actions)
+    };
+    let KafkaSecurity::SaslPlaintext(sasl) = &k.security else {
+        panic!("{:?}", k.security)
+    };
+    assert_eq!(sasl.password.expose(), "", "an empty placeholder");
+
+    // The daemon's load of the same config still fails on the missing password file.
+    let err = load_err(&path, &no_credentials);
+    let Error::PasswordFile { file, source, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(file, &dir.path().join("secrets/broker.pass"));
+    assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+    assert_at(&err, &path, 7, 17, "could not read password file");
+    // ... and on the missing credentials directory once the file is there.
+    write(&dir.path().join("secrets/broker.pass"), "store-secret");
+    let err = load_err(&path, &no_credentials);
+    assert_at(&err, &path, 14, 23, "needs $CREDENTIALS_DIRECTORY");
+
+    // With every secret present the daemon's load has both the values and the sources.
+    let creds = tempfile::tempdir().unwrap();
+    write(&creds.path().join("trust-pass"), "trust-secret\n");
+    write(&dir.path().join("sasl.pass"), "sasl-secret");
+    let env = LoadEnv {
+        credentials_directory: Some(creds.path().to_owned()),
+        hostname: "kafka-1".into(),
+    };
+    let s = config::load(&path, &env).unwrap();
+    let broker = &s.identities[0];
+    let keystore = &broker.keystores[0];
+    assert_eq!(keystore.password.as_ref().unwrap().expose(), "store-secret");
+    assert_eq!(
+        keystore.password_source,
+        Some(PasswordSource::File(dir.path().join("secrets/broker.pass")))
+    );
+    let truststore = &broker.truststores[0];
+    assert_eq!(
+        truststore.password.as_ref().unwrap().expose(),
+        "trust-secret"
+    );
+    assert_eq!(
+        truststore.password_source,
+        Some(PasswordSource::Credential("trust-pass".into()))
+    );
+    let ReloadAction::Kafka(k) = &broker.reload.actions[0] else {
+        panic!()
+    };
+    let KafkaSecurity::SaslPlaintext(sasl) = &k.security else {
+        panic!()
+    };
+    assert_eq!(sasl.password.expose(), "sasl-secret");
+}
+
+#[test]
+fn sources_only_load_follows_the_last_definition() {
+    use leafd::config::PasswordSource;
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("leafd.toml");
+    write(
+        &main,
+        "[[identity]]\nname = \"broker\"\nsans = [\"b1\"]\n[[identity.keystore]]\n\
+         format = \"pkcs12\"\npath = \"a.p12\"\npassword-file = \"a.pass\"\n",
+    );
+    write(
+        &dir.path().join("leafd.d/10.toml"),
+        "[[identity]]\nname = \"broker\"\nsans = [\"b1\"]\n[[identity.keystore]]\n\
+         format = \"jks\"\npath = \"b.jks\"\npassword-file = \"./sub/b.pass\"\n\
+         [[identity.truststore]]\nformat = \"jks\"\npath = \"t.jks\"\n\
+         password-credential = \"t\"\n\
+         [[identity.truststore]]\nformat = \"pem\"\npath = \"t.pem\"\n",
+    );
+    let loaded = config::load_sources_only(&main, &env()).unwrap();
+    let s = loaded.settings();
+    assert_eq!(s.identities.len(), 1);
+    let broker = &s.identities[0];
+    let sources = |outputs: &[config::Output]| -> Vec<Option<PasswordSource>> {
+        outputs.iter().map(|o| o.password_source.clone()).collect()
+    };
+    assert_eq!(
+        sources(&broker.keystores),
+        [Some(PasswordSource::File(
+            dir.path().join("leafd.d/sub/b.pass")
+        ))]
+    );
+    assert_eq!(
+        sources(&broker.truststores),
+        [Some(PasswordSource::Credential("t".into())), None]
+    );
+    assert!(
+        broker
+            .keystores
+            .iter()
+            .chain(&broker.truststores)
+            .all(|o| o.password.is_none())
+    );
+}
+
+#[test]
+fn sources_only_load_fails_like_the_daemons_except_on_secrets() {
+    let dir = fixtures().join("bad");
+    let mut paths: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    let mut loaded_without_secrets = Vec::new();
+    for path in &paths {
+        let daemons = load_err(path, &env());
+        let reading_secret = matches!(daemons, Error::PasswordFile { .. })
+            || matches!(&daemons, Error::Invalid { message, .. }
+                if message.contains("password file")
+                    && (message.ends_with("is empty") || message.ends_with("is not valid UTF-8")));
+        match config::load_sources_only(path, &env()) {
+            Ok(_) if reading_secret => {
+                loaded_without_secrets.push(path.file_name().unwrap().to_owned());
+            }
+            Ok(_) => panic!("{} loaded without secrets: {daemons}", path.display()),
+            Err(e) => {
+                assert!(!reading_secret, "{}: {e}", path.display());
+                assert_eq!(e.to_string(), daemons.to_string(), "{}", path.display());
+            }
+        }
+    }
+    for name in [
+        "password-missing.toml",
+        "password-empty.toml",
+        "credential-missing.toml",
+    ] {
+        assert!(
+            loaded_without_secrets.iter().any(|n| n == name),
+            "{name}: {loaded_without_secrets:?}"
+        );
+    }
+}
+
+#[cfg(feature = "pkcs11")]
+#[test]
+fn sources_only_load_reads_no_pkcs11_pin() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("leafd.toml");
+    write(
+        &main,
+        "[key]\nbackend = \"pkcs11\"\n\n[key.pkcs11]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\n\
+         token-label = \"t\"\npin-file = \"no-such.pin\"\n",
+    );
+    let loaded = config::load_sources_only(&main, &env()).unwrap();
+    let BackendKind::Pkcs11(p) = &loaded.settings().key.backend else {
+        panic!("{:?}", loaded.settings().key.backend)
+    };
+    assert_eq!(p.pin.expose(), "", "an empty placeholder");
+    let err = load_err(&main, &env());
+    assert!(matches!(err, Error::PasswordFile { .. }), "{err:?}");
+}

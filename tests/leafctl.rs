@@ -853,6 +853,164 @@ fn kafka_config_for_pkcs12_jks_and_pem() {
     assert!(r.stderr.contains("frobnicate"), "{}", r.text());
 }
 
+/// Runs leafctl as `nobody` (uid and gid 65534, no supplementary groups).
+fn leafctl_as_nobody(args: &[&str]) -> Run {
+    let output = StdCommand::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", LEAFCTL])
+        .args(args)
+        .env_remove("DBUS_SYSTEM_BUS_ADDRESS")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .expect("run setpriv");
+    let r = Run::from(output);
+    assert!(
+        !r.text().contains(PASSWORD),
+        "a password leaked:\n{}",
+        r.text()
+    );
+    r
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn kafka_config_runs_as_nobody_without_reading_passwords() {
+    assert!(
+        is_root(),
+        "this test runs leafctl as another user (setpriv): run it as root (tests/run does in CI)"
+    );
+    let f = ConfigFixture::new();
+    // Everyone may read the config; the password files and credentials are root's (the
+    // test runs as root), 0600.
+    chmod(f.dir.path(), 0o755);
+    chmod(&f.path("leafd.toml"), 0o644);
+    for file in [
+        "secrets/broker.pass",
+        "secrets/trust.pass",
+        "creds/client-pass",
+    ] {
+        chmod(&f.path(file), 0o600);
+    }
+    chmod(&f.path("creds"), 0o700);
+    let config = f.path("leafd.toml");
+    let config = config.to_str().unwrap();
+    let secrets = f.path("secrets");
+    let secrets = secrets.to_str().unwrap();
+
+    // The daemon's load reads the password files, which nobody cannot.
+    let r = leafctl_as_nobody(&["validate", "--config", config]).code(78);
+    assert!(
+        r.stderr.contains("could not read password file"),
+        "{}",
+        r.text()
+    );
+
+    // The password directory is searchable (the files can be stat'ed, not opened), then
+    // not even that.
+    for secrets_mode in [0o755, 0o700] {
+        chmod(&f.path("secrets"), secrets_mode);
+        let r = leafctl_as_nobody(&["kafka-config", "--config", config, "broker"]).code(64);
+        assert!(r.stderr.contains("--listener"), "{}", r.text());
+        let r = leafctl_as_nobody(&[
+            "kafka-config",
+            "--config",
+            config,
+            "broker",
+            "--listener",
+            "SSL",
+        ])
+        .ok();
+        let p = properties(&r.stdout);
+        let l = "listener.name.ssl.ssl.";
+        assert_eq!(p["config.providers"], "directory");
+        assert_eq!(p["config.providers.directory.param.allowed.paths"], secrets);
+        assert_eq!(
+            p[&format!("{l}keystore.password")],
+            format!("${{directory:{secrets}:broker.pass}}")
+        );
+        assert_eq!(
+            p[&format!("{l}truststore.password")],
+            format!("${{directory:{secrets}:trust.pass}}")
+        );
+        // Whether the files end with a line break cannot be seen without reading them.
+        for file in ["broker.pass", "trust.pass"] {
+            assert!(
+                r.stdout
+                    .contains(&format!("{secrets}/{file} is not readable here")),
+                "{}",
+                r.stdout
+            );
+        }
+        assert!(!r.stdout.contains("ends with a line break"), "{}", r.stdout);
+    }
+
+    // Credentials: no $CREDENTIALS_DIRECTORY, and the one leafd's would be is unreadable.
+    let r = leafctl_as_nobody(&[
+        "kafka-config",
+        "--config",
+        config,
+        "client",
+        "--listener",
+        "TLS",
+    ])
+    .ok();
+    assert!(
+        r.stdout.contains("systemd credential \"client-pass\""),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn kafka_config_needs_no_password_file_but_the_daemons_load_does() {
+    let f = ConfigFixture::new();
+    fs::remove_file(f.path("secrets/broker.pass")).unwrap();
+    fs::remove_dir_all(f.path("creds")).unwrap();
+    let config = f.path("leafd.toml");
+    let config = config.to_str().unwrap();
+    // `validate` loads as the daemon does: the missing file fails it, with its position.
+    let r = leafctl_sync(&["validate", "--config", config], &[]).code(78);
+    assert!(
+        r.stderr
+            .contains(&format!("{config}:19:17: could not read password file")),
+        "{}",
+        r.text()
+    );
+    assert!(r.stderr.contains("broker.pass"), "{}", r.text());
+    // kafka-config only needs to know where it is.
+    let r = f.run(&["broker", "--listener", "SSL"]).ok();
+    let secrets = f.path("secrets");
+    let secrets = secrets.to_str().unwrap();
+    assert!(
+        r.stdout.contains(&format!(
+            "ssl.keystore.password=${{directory:{secrets}:broker.pass}}"
+        )),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains(&format!("{secrets}/broker.pass is not readable here")),
+        "{}",
+        r.stdout
+    );
+    // trust.pass is there and has no line break: no note.
+    assert!(
+        !r.stdout.contains("trust.pass is not readable"),
+        "{}",
+        r.stdout
+    );
+    let r = f.run(&["client", "--listener", "TLS"]).ok();
+    assert!(
+        r.stdout.contains("systemd credential \"client-pass\""),
+        "{}",
+        r.stdout
+    );
+}
+
 // ------------------------------------------------------------------ principal vs the JDK
 
 fn oid(parts: &[u64]) -> DnType {

@@ -3,9 +3,6 @@
 use std::io;
 use std::path::PathBuf;
 
-/// sysexits `EX_CONFIG`: the exit code for every configuration error.
-pub const EX_CONFIG: i32 = 78;
-
 /// Configuration errors. Positioned variants display as `PATH:LINE:COLUMN: message`
 /// (1-based line and column, columns counted in characters). No message ever contains a
 /// password.
@@ -81,8 +78,8 @@ pub enum Error {
 impl Error {
     /// The process exit code for this error: always 78 (`EX_CONFIG`), so that systemd's
     /// `RestartPreventExitStatus=78` stops a restart loop on a bad config.
-    pub fn exit_code(&self) -> i32 {
-        EX_CONFIG
+    pub fn exit_code(&self) -> u8 {
+        crate::error::exit::CONFIG
     }
 
     /// The file the error is about.

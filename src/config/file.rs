@@ -212,8 +212,3 @@ impl<'de> Deserialize<'de> for Scalar {
         deserializer.deserialize_any(ScalarVisitor)
     }
 }
-
-/// Parses one file's text.
-pub(crate) fn parse(text: &str) -> Result<FileConfig, toml::de::Error> {
-    toml::from_str(text)
-}

@@ -13,14 +13,12 @@ mod names;
 mod source;
 mod validate;
 
-pub mod settings;
-
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-pub use error::{EX_CONFIG, Error};
-pub use settings::*;
+pub use crate::settings::{self, *};
+pub use error::Error;
 
 use source::{Source, Sources};
 
@@ -28,7 +26,8 @@ use source::{Source, Sources};
 /// the validation code.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadEnv {
-    /// systemd's `$CREDENTIALS_DIRECTORY`, where `password-credential` names are looked up.
+    /// systemd's `$CREDENTIALS_DIRECTORY`, where `password-credential` names are looked up
+    /// (not needed by [`load_sources_only`], which reads none).
     pub credentials_directory: Option<PathBuf>,
     /// The kernel host name: the default for `[host] hostname`.
     pub hostname: String,
@@ -63,9 +62,94 @@ pub fn load(path: &Path, env: &LoadEnv) -> Result<Settings, Error> {
 /// Like [`load`], but returns the warnings instead of logging them: config and password
 /// files writable by group or others, a PEM keystore readable by everyone, no identities.
 pub fn load_with_warnings(path: &Path, env: &LoadEnv) -> Result<(Settings, Vec<String>), Error> {
+    load_in(path, env, Secrets::Read)
+}
+
+/// Loads and validates the config at `path` and its drop-ins like [`load_with_warnings`],
+/// but reads no secret: no store password file, PKCS#11 PIN or SASL password, whether
+/// from a `*-file` or a `*-credential`. For tools that need the configuration but no
+/// password (`leafctl kafka-config`), so they run as any user who can read the config
+/// files.
+///
+/// Every other check runs as in [`load`]; only what reading the secrets would find is not
+/// checked (a missing, unreadable, empty or non-UTF-8 secret file, an unset
+/// `env.credentials_directory`). In the result:
+///
+/// - every [`Output::password`] is `None`; [`Output::password_source`] says where the
+///   password is;
+/// - [`Pkcs11Settings::pin`] and [`KafkaSasl::password`] are empty placeholders (a load
+///   that reads secrets never yields an empty one: empty secret files are refused).
+///
+/// The settings come wrapped in [`SettingsWithoutSecrets`], which hands out only a
+/// reference: they are not [`Settings`] the daemon can run on, and the daemon loads with
+/// [`load`] only.
+pub fn load_sources_only(path: &Path, env: &LoadEnv) -> Result<SettingsWithoutSecrets, Error> {
+    let (settings, warnings) = load_in(path, env, Secrets::SourcesOnly)?;
+    Ok(SettingsWithoutSecrets { settings, warnings })
+}
+
+/// Settings loaded by [`load_sources_only`]: validated, but with no secret read (store
+/// passwords `None`, PIN and SASL passwords empty placeholders). Deliberately not
+/// convertible into an owned [`Settings`] the daemon could be started or reloaded with.
+#[derive(Debug)]
+pub struct SettingsWithoutSecrets {
+    settings: Settings,
+    warnings: Vec<String>,
+}
+
+impl SettingsWithoutSecrets {
+    /// The validated settings, secrets left out.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The load's warnings, as [`load_with_warnings`] returns them.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+}
+
+/// Whether validation reads secrets. Private to this module tree: [`load`] and
+/// [`load_with_warnings`], which the daemon uses, always read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Secrets {
+    /// Read every password, PIN and SASL password (the daemon, `leafctl validate`).
+    Read,
+    /// Resolve where they are, read none ([`load_sources_only`]).
+    SourcesOnly,
+}
+
+fn load_in(path: &Path, env: &LoadEnv, secrets: Secrets) -> Result<(Settings, Vec<String>), Error> {
+    let mut read = read_files::<file::FileConfig>(path)?;
+    let mut merged = merge::Merged::default();
+    for (index, parsed) in read.parsed.into_iter().enumerate() {
+        merged.add(&read.sources, index, parsed)?;
+    }
+    let settings = validate::validate(&read.sources, merged, env, secrets, &mut read.warnings)?;
+    Ok((settings, read.warnings))
+}
+
+/// What [`read_files`] read: every file's text (for positions) and its typed contents.
+pub(crate) struct ReadFiles<F> {
+    /// The files, main file first, then drop-ins in name order.
+    pub sources: Sources,
+    /// Each file parsed on its own, in the same order.
+    pub parsed: Vec<F>,
+    /// Files writable by group or others.
+    pub warnings: Vec<String>,
+}
+
+/// The reusable half of a config loader: reads `path` and its drop-ins
+/// (`<dir>/<stem>.d/*.toml` in name order) and parses each file on its own into the file
+/// struct `F` (which should `deny_unknown_fields` and keep values `Spanned`), so every error
+/// names file, line and column. Merging and validation are the caller's; another program's
+/// config (a CA's, say) brings its own `F`.
+pub(crate) fn read_files<F: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<ReadFiles<F>, Error> {
     let mut warnings = Vec::new();
     let mut sources = Sources::default();
-    let mut merged = merge::Merged::default();
+    let mut parsed = Vec::new();
     for display in config_files(path)? {
         let text = std::fs::read_to_string(&display).map_err(|source| Error::Read {
             path: display.clone(),
@@ -81,7 +165,7 @@ pub fn load_with_warnings(path: &Path, env: &LoadEnv) -> Result<(Settings, Vec<S
             .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
         let index = sources.files.len();
         sources.files.push(Source { display, dir, text });
-        let parsed = file::parse(&sources.files[index].text).map_err(|e| {
+        let file: F = toml::from_str(&sources.files[index].text).map_err(|e| {
             let (path, line, column) = sources.locate(index, e.span().map_or(0, |span| span.start));
             Error::Parse {
                 path,
@@ -90,10 +174,13 @@ pub fn load_with_warnings(path: &Path, env: &LoadEnv) -> Result<(Settings, Vec<S
                 message: e.message().trim().replace('\n', "; "),
             }
         })?;
-        merged.add(&sources, index, parsed)?;
+        parsed.push(file);
     }
-    let settings = validate::validate(&sources, merged, env, &mut warnings)?;
-    Ok((settings, warnings))
+    Ok(ReadFiles {
+        sources,
+        parsed,
+        warnings,
+    })
 }
 
 /// The main file, then `<dir of path>/<file stem>.d/*.toml` sorted by file name. A
@@ -163,6 +250,31 @@ mod tests {
         let env = LoadEnv::from_process();
         let kernel = nix::unistd::gethostname().unwrap();
         assert_eq!(env.hostname, kernel.to_string_lossy());
+    }
+
+    #[test]
+    fn sources_only_load_locates_the_password_and_reads_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leafd.toml");
+        std::fs::write(
+            &path,
+            "[[identity]]\nname = \"b\"\nsans = [\"b.example\"]\n[[identity.keystore]]\n\
+             format = \"pkcs12\"\npath = \"b.p12\"\npassword-file = \"no-such.pass\"\n",
+        )
+        .unwrap();
+        let env = LoadEnv {
+            credentials_directory: None,
+            hostname: "h".into(),
+        };
+        let loaded = load_sources_only(&path, &env).unwrap();
+        let output = &loaded.settings().identities[0].keystores[0];
+        assert!(output.password.is_none());
+        assert_eq!(
+            output.password_source,
+            Some(PasswordSource::File(dir.path().join("no-such.pass")))
+        );
+        // The daemon's load reads it, and fails.
+        assert!(matches!(load(&path, &env), Err(Error::PasswordFile { .. })));
     }
 
     #[test]

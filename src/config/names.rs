@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use super::settings::{DnAttribute, San};
+use crate::vocab::{DnAttribute, San};
 
 /// A problem at a byte offset inside the string being parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]

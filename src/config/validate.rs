@@ -1,8 +1,8 @@
 //! Validation: merged file values to [`Settings`], with defaults resolved in one place.
 //!
 //! Every check reports the file, line and column of the offending value. Apart from
-//! reading password files and looking up users and groups, this is pure: the process
-//! environment comes in through [`LoadEnv`].
+//! reading password files (unless [`Secrets::SourcesOnly`]) and looking up users and
+//! groups, this is pure: the process environment comes in through [`LoadEnv`].
 
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
@@ -12,34 +12,16 @@ use super::error::Error;
 use super::file::{IdentityFile, OutputFile, Scalar};
 use super::merge::Merged;
 use super::names::{self, NameError};
-use super::settings::*;
 use super::source::{At, Sources};
-use super::{LoadEnv, file_warnings};
-use crate::keys::KeyAlgorithm;
+use super::{LoadEnv, Secrets, file_warnings};
 use crate::secret::Secret;
+use crate::settings::*;
 use crate::template::{self, Vars};
+use crate::vocab::KeyAlgorithm;
 
-/// Defaults, in one place.
 mod reload;
 
-mod default {
-    use std::time::Duration;
-
-    pub const STATE_DIRECTORY: &str = "/var/lib/leafd";
-    pub const LOG_LEVEL: &str = "info";
-    pub const TPM_TCTI: &str = "device:/dev/tpmrm0";
-    pub const HOST_CERT_VALIDITY: Duration = Duration::from_secs(7 * 86_400);
-    pub const ROOT_VALIDITY: Duration = Duration::from_secs(3650 * 86_400);
-    pub const LIFETIME: Duration = Duration::from_secs(3600);
-    pub const RENEW_AT: f64 = 2.0 / 3.0;
-    pub const RENEW_JITTER: f64 = 0.05;
-    pub const MODE: u32 = 0o600;
-    pub const TRUSTSTORE_ALIAS: &str = "leafd-ca";
-    pub const MIN_LIFETIME: Duration = Duration::from_secs(300);
-    pub const MIN_LIFETIME_TESTING: Duration = Duration::from_secs(1);
-    pub const MIN_DELAY: Duration = Duration::from_secs(30);
-    pub const MIN_DELAY_TESTING: Duration = Duration::from_secs(1);
-}
+use crate::settings::defaults as default;
 
 /// Keystore or truststore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +46,23 @@ struct HostCertValidity {
     at: Option<At<()>>,
 }
 
+/// A secret as validation resolved it.
+struct SecretRef {
+    /// Where it is.
+    source: PasswordSource,
+    /// Its value; `None` when the load reads no secrets ([`Secrets::SourcesOnly`]).
+    value: Option<Secret>,
+}
+
+impl SecretRef {
+    /// The value, or with [`Secrets::SourcesOnly`] an empty placeholder. A load that
+    /// reads secrets never yields an empty one (`read_password` refuses empty files), so
+    /// the placeholder cannot pass for a real PIN or SASL password.
+    fn value_or_placeholder(self) -> Secret {
+        self.value.unwrap_or_else(|| Secret::new(String::new()))
+    }
+}
+
 /// An output path already claimed, for the duplicate check.
 struct Claimed {
     normalized: PathBuf,
@@ -74,6 +73,8 @@ struct Claimed {
 struct Validator<'a> {
     sources: &'a Sources,
     env: &'a LoadEnv,
+    /// Whether secrets are read or only located.
+    secrets: Secrets,
     warnings: &'a mut Vec<String>,
     claimed: Vec<Claimed>,
     /// `client-identity` references, checked once every identity is known.
@@ -81,16 +82,19 @@ struct Validator<'a> {
 }
 
 /// Validates the merged files into [`Settings`]. `warnings` collects what is allowed but
-/// probably unintended.
+/// probably unintended. With [`Secrets::SourcesOnly`] no secret is read (see
+/// [`super::load_sources_only`]).
 pub(crate) fn validate(
     sources: &Sources,
     merged: Merged,
     env: &LoadEnv,
+    secrets: Secrets,
     warnings: &mut Vec<String>,
 ) -> Result<Settings, Error> {
     let mut v = Validator {
         sources,
         env,
+        secrets,
         warnings,
         claimed: Vec::new(),
         client_refs: Vec::new(),
@@ -521,18 +525,20 @@ impl Validator<'_> {
                 k.pkcs11_pin_credential.as_ref(),
                 "pin",
             )?
-            .ok_or_else(|| self.err(module_at, "[key.pkcs11] needs pin-file or pin-credential"))?;
+            .ok_or_else(|| self.err(module_at, "[key.pkcs11] needs pin-file or pin-credential"))?
+            .value_or_placeholder();
         Ok(Pkcs11Settings { module, token, pin })
     }
 
-    /// Reads a secret given as `<what>-file` (relative to its config file) or
-    /// `<what>-credential` (a file in `$CREDENTIALS_DIRECTORY`); at most one of the two.
+    /// A secret given as `<what>-file` (relative to its config file) or
+    /// `<what>-credential` (a file in `$CREDENTIALS_DIRECTORY`), at most one of the two:
+    /// where it is and, unless this load reads no secrets, its value.
     fn secret(
         &mut self,
         file_at: Option<&At<String>>,
         credential_at: Option<&At<String>>,
         what: &str,
-    ) -> Result<Option<Secret>, Error> {
+    ) -> Result<Option<SecretRef>, Error> {
         match (file_at, credential_at) {
             (Some(_), Some(c)) => Err(self.err(
                 c,
@@ -542,8 +548,17 @@ impl Validator<'_> {
             (Some(p), None) => {
                 self.non_empty(p, &format!("{what}-file"))?;
                 let file_path = resolve(self.sources.dir(p.file), &p.value);
+                // A stat, not a read: it runs in both modes (and finds nothing if the
+                // file cannot be reached).
                 self.warnings.extend(file_warnings(&file_path));
-                Ok(Some(self.read_password(p, &file_path)?))
+                let value = match self.secrets {
+                    Secrets::Read => Some(self.read_password(p, &file_path)?),
+                    Secrets::SourcesOnly => None,
+                };
+                Ok(Some(SecretRef {
+                    source: PasswordSource::File(file_path),
+                    value,
+                }))
             }
             (None, Some(c)) => {
                 let name = &c.value;
@@ -558,18 +573,26 @@ impl Validator<'_> {
                         format!("invalid credential name {name:?}; it must be a plain file name"),
                     ));
                 }
-                let Some(dir) = &self.env.credentials_directory else {
-                    return Err(self.err(
-                        c,
-                        format!(
-                            "{what}-credential {name:?} needs $CREDENTIALS_DIRECTORY, which is \
-                             not set; pass it with LoadCredential= in the unit or use \
-                             {what}-file"
-                        ),
-                    ));
+                let value = match self.secrets {
+                    Secrets::Read => {
+                        let Some(dir) = &self.env.credentials_directory else {
+                            return Err(self.err(
+                                c,
+                                format!(
+                                    "{what}-credential {name:?} needs $CREDENTIALS_DIRECTORY, \
+                                     which is not set; pass it with LoadCredential= in the unit \
+                                     or use {what}-file"
+                                ),
+                            ));
+                        };
+                        Some(self.read_password(c, &dir.join(name))?)
+                    }
+                    Secrets::SourcesOnly => None,
                 };
-                let file_path = dir.join(name);
-                Ok(Some(self.read_password(c, &file_path)?))
+                Ok(Some(SecretRef {
+                    source: PasswordSource::Credential(name.clone()),
+                    value,
+                }))
             }
         }
     }
@@ -918,7 +941,7 @@ impl Validator<'_> {
         {
             // The sibling paths the stores alternate with are outputs too.
             for o in keystores.iter().chain(&truststores) {
-                let alt = crate::keystore::alternate_path(&o.path);
+                let alt = crate::settings::alternate_path(&o.path);
                 let normalized = normalize(&alt);
                 if let Some(c) = self.claimed.iter().find(|c| c.normalized == normalized) {
                     return Err(self.err(
@@ -1032,6 +1055,10 @@ impl Validator<'_> {
                 "password",
             )?,
         };
+        let (password, password_source) = match password {
+            Some(SecretRef { source, value }) => (value, Some(source)),
+            None => (None, None),
+        };
 
         let alias = match o.alias.map(at) {
             Some(a) if format == StoreFormat::Pem => {
@@ -1076,6 +1103,7 @@ impl Validator<'_> {
             format,
             path,
             password,
+            password_source,
             alias,
             owner,
             group,

@@ -7,7 +7,7 @@ use zbus::DBusError as _;
 
 use super::Error;
 use crate::dbus::{ManagerProxy, connect_manager};
-use crate::state::status::Status;
+use crate::status::Status;
 
 /// How long a read-only call may take before leafd counts as unresponsive.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);

@@ -3,13 +3,15 @@
 //!
 //! Passwords are never printed: they are referenced through Kafka's
 //! `DirectoryConfigProvider` (`${directory:DIR:FILE}`), which reads the very password file
-//! leafd reads. [`render`] is pure; [`password_sources`] and [`trailing_line_break`] do
-//! the reading.
+//! leafd reads. Where each password is comes from the validated settings
+//! ([`Output::password_source`]), loaded with [`crate::config::load_sources_only`], so no
+//! password is read. [`render`] is pure; [`trailing_line_break`] is the only I/O: it
+//! reads the last byte of a password file, if this user can.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::config::{DnAttribute, Eku, Identity, Output, StoreFormat};
+use crate::config::{DnAttribute, Eku, Identity, Output, PasswordSource, StoreFormat};
 use crate::kafka::dn::{self, Attribute, Jdk, Rdn, StringKind, Value};
 use crate::kafka::principal::Mapper;
 
@@ -26,24 +28,6 @@ pub enum Error {
     /// The identity writes no keystore.
     #[error("identity {0:?} writes no keystore; add an [[identity.keystore]] to its config")]
     NoKeystore(String),
-    /// A config file could not be read again to find the password files.
-    #[error("could not read {path}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A config file could not be parsed again to find the password files.
-    #[error("could not parse {path}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The TOML error.
-        #[source]
-        source: toml::de::Error,
-    },
 }
 
 /// The listener an identity's certificate serves, taken from the identity's config.
@@ -57,31 +41,29 @@ pub fn default_listener(identity: &Identity) -> Option<String> {
     })
 }
 
-/// Where a store password comes from, as the config names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PasswordSource {
-    /// `password-file`, resolved against its config file's directory.
-    File(PathBuf),
-    /// `password-credential`: a systemd credential of `leafd.service`.
-    Credential(String),
-}
-
-/// The password sources of an identity's outputs, in config order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PasswordSources {
-    /// Per keystore.
-    pub keystores: Vec<Option<PasswordSource>>,
-    /// Per truststore.
-    pub truststores: Vec<Option<PasswordSource>>,
-}
-
 /// A store password as `render` needs to know it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PasswordRef {
     /// Where it comes from.
     pub source: PasswordSource,
-    /// Whether a password file ends with a line break (`None`: not checked).
+    /// Whether a password file ends with a line break (`None`: not checked, e.g. the
+    /// file is not readable by this user).
     pub trailing_line_break: Option<bool>,
+}
+
+/// The password of `output` as `render` needs it: its source from the settings and, for a
+/// password file, whether it ends with a line break ([`trailing_line_break`]). `None` for
+/// an output without a password (PEM).
+pub fn password_ref(output: &Output) -> Option<PasswordRef> {
+    let source = output.password_source.clone()?;
+    let trailing_line_break = match &source {
+        PasswordSource::File(file) => trailing_line_break(file),
+        PasswordSource::Credential(_) => None,
+    };
+    Some(PasswordRef {
+        source,
+        trailing_line_break,
+    })
 }
 
 /// What `render` works from.
@@ -230,15 +212,27 @@ impl Writer {
                     if !self.allowed.contains(&dir) {
                         self.allowed.push(dir);
                     }
-                    if p.trailing_line_break == Some(true) && !self.warned.contains(file) {
-                        self.warned.push(file.clone());
-                        self.comment(&format!(
+                    let note = match p.trailing_line_break {
+                        Some(true) => Some(format!(
                             "WARNING: {} ends with a line break. leafd strips it but Kafka's\n\
                              DirectoryConfigProvider keeps it, so the broker would use another \
                              password.\nRemove it, for example: perl -pi -e 'chomp if eof' {}",
                             file.display(),
                             file.display()
-                        ));
+                        )),
+                        Some(false) => None,
+                        None => Some(format!(
+                            "{} is not readable here, so it was not checked for a trailing\n\
+                             line break. It must have none: leafd strips one, Kafka's \
+                             DirectoryConfigProvider\nkeeps it.",
+                            file.display()
+                        )),
+                    };
+                    if let Some(note) = note
+                        && !self.warned.contains(file)
+                    {
+                        self.warned.push(file.clone());
+                        self.comment(&note);
                     }
                     self.comment(&format!(
                         "The {which} password is read from {}\n(the broker's user needs read access).",
@@ -432,104 +426,23 @@ pub fn render(request: &Request<'_>) -> Result<String, Error> {
     Ok(w.out)
 }
 
-/// `dir.join(path)` normalised the way the config loader resolves relative paths.
-fn resolve(dir: &Path, path: &str) -> PathBuf {
-    dir.join(path).components().collect()
-}
-
-/// The config files `config::load` reads: the main file, then `<stem>.d/*.toml` by name.
-fn config_files(path: &Path) -> Result<Vec<PathBuf>, Error> {
-    let mut files = vec![path.to_owned()];
-    let Some(dir) = crate::config::dropin_dir(path) else {
-        return Ok(files);
-    };
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(files),
-        Err(source) => return Err(Error::Read { path: dir, source }),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| Error::Read {
-            path: dir.clone(),
-            source,
-        })?;
-        let name = entry.file_name();
-        let hidden = name.as_encoded_bytes().starts_with(b".");
-        if !hidden && Path::new(&name).extension().is_some_and(|e| e == "toml") {
-            names.push(name);
-        }
-    }
-    names.sort();
-    files.extend(names.into_iter().map(|n| dir.join(n)));
-    Ok(files)
-}
-
-fn sources_of(table: Option<&toml::Value>, dir: &Path) -> Vec<Option<PasswordSource>> {
-    table
-        .and_then(toml::Value::as_array)
-        .map(|outputs| {
-            outputs
-                .iter()
-                .map(|o| {
-                    if let Some(file) = o.get("password-file").and_then(toml::Value::as_str) {
-                        Some(PasswordSource::File(resolve(dir, file)))
-                    } else {
-                        o.get("password-credential")
-                            .and_then(toml::Value::as_str)
-                            .map(|c| PasswordSource::Credential(c.to_owned()))
-                    }
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Where the passwords of identity `name`'s outputs come from.
-///
-/// The validated settings hold the passwords, not where they came from, so this reads the
-/// files again (after `config::load` accepted them) and applies the same rule the loader
-/// does: the last file that defines the identity defines all of it.
-pub fn password_sources(config_path: &Path, name: &str) -> Result<PasswordSources, Error> {
-    let mut found = PasswordSources::default();
-    for file in config_files(config_path)? {
-        let text = std::fs::read_to_string(&file).map_err(|source| Error::Read {
-            path: file.clone(),
-            source,
-        })?;
-        let table: toml::Table = toml::from_str(&text).map_err(|source| Error::Parse {
-            path: file.clone(),
-            source,
-        })?;
-        let dir = std::path::absolute(&file)
-            .map_err(|source| Error::Read {
-                path: file.clone(),
-                source,
-            })?
-            .parent()
-            .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
-        let identities = table
-            .get("identity")
-            .and_then(toml::Value::as_array)
-            .into_iter()
-            .flatten();
-        for identity in identities {
-            if identity.get("name").and_then(toml::Value::as_str) == Some(name) {
-                found = PasswordSources {
-                    keystores: sources_of(identity.get("keystore"), &dir),
-                    truststores: sources_of(identity.get("truststore"), &dir),
-                };
-            }
-        }
-    }
-    Ok(found)
-}
-
-/// Whether `file` ends with a line break (`None` if it cannot be read). Only the last
-/// two bytes are looked at; the content is never kept or printed.
+/// Whether the password file `file` ends with a line break (`None` if it is no regular
+/// file or this user cannot read it). Only its last byte is read (`pread` at the size
+/// from `fstat`), never the password: at most one byte of it, which is compared and
+/// wiped. The same test as the loader's `trim_end_matches(['\n', '\r'])`.
 pub fn trailing_line_break(file: &Path) -> Option<bool> {
-    let bytes = zeroize::Zeroizing::new(std::fs::read(file).ok()?);
-    Some(bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r'))
+    use std::os::unix::fs::FileExt as _;
+    // Stat first: opening a FIFO for reading would block.
+    if !std::fs::metadata(file).ok()?.is_file() {
+        return None;
+    }
+    let opened = std::fs::File::open(file).ok()?;
+    let Some(last) = opened.metadata().ok()?.len().checked_sub(1) else {
+        return Some(false);
+    };
+    let mut byte = zeroize::Zeroizing::new([0u8; 1]);
+    opened.read_exact_at(&mut byte[..], last).ok()?;
+    Some(matches!(byte[0], b'\n' | b'\r'))
 }
 
 #[cfg(test)]
@@ -539,13 +452,14 @@ mod tests {
 
     use super::*;
     use crate::config::RenewalSettings;
-    use crate::keys::KeyAlgorithm;
+    use crate::vocab::KeyAlgorithm;
 
     fn output(format: StoreFormat, path: &str) -> Output {
         Output {
             format,
             path: PathBuf::from(path),
             password: None,
+            password_source: None,
             alias: "a".into(),
             owner: None,
             group: None,
@@ -773,41 +687,76 @@ mod tests {
         assert!(cn_rule(&[rdn("2.5.4.10", "O")]).is_none());
     }
 
+    // Which definition of an identity the password sources come from is the loader's
+    // merge now: tests/config.rs `sources_only_load_follows_the_last_definition`.
+
     #[test]
-    fn password_sources_follow_the_last_definition() {
+    fn password_refs_come_from_the_settings() {
         let dir = tempfile::tempdir().unwrap();
-        let main = dir.path().join("leafd.toml");
-        std::fs::write(
-            &main,
-            "[[identity]]\nname = \"broker\"\n[[identity.keystore]]\npassword-file = \"a.pass\"\n",
-        )
-        .unwrap();
-        std::fs::create_dir(dir.path().join("leafd.d")).unwrap();
-        std::fs::write(
-            dir.path().join("leafd.d/10.toml"),
-            "[[identity]]\nname = \"broker\"\n[[identity.keystore]]\npassword-file = \"./sub/b.pass\"\n\
-             [[identity.truststore]]\npassword-credential = \"t\"\n[[identity.truststore]]\n",
-        )
-        .unwrap();
-        let s = password_sources(&main, "broker").unwrap();
+        let file = dir.path().join("p");
+        std::fs::write(&file, "secret\n").unwrap();
+        let mut o = output(StoreFormat::Pkcs12, "/k.p12");
+        assert_eq!(password_ref(&o), None);
+        o.password_source = Some(PasswordSource::File(file.clone()));
         assert_eq!(
-            s.keystores,
-            vec![Some(PasswordSource::File(
-                dir.path().join("leafd.d/sub/b.pass")
-            ))]
+            password_ref(&o),
+            Some(PasswordRef {
+                source: PasswordSource::File(file),
+                trailing_line_break: Some(true),
+            })
         );
+        o.password_source = Some(PasswordSource::Credential("c".into()));
         assert_eq!(
-            s.truststores,
-            vec![Some(PasswordSource::Credential("t".into())), None]
+            password_ref(&o),
+            Some(PasswordRef {
+                source: PasswordSource::Credential("c".into()),
+                trailing_line_break: None,
+            })
         );
-        assert_eq!(
-            password_sources(&main, "other").unwrap(),
-            PasswordSources::default()
-        );
-        std::fs::write(dir.path().join("p"), "secret\n").unwrap();
-        assert_eq!(trailing_line_break(&dir.path().join("p")), Some(true));
-        std::fs::write(dir.path().join("p"), "secret").unwrap();
-        assert_eq!(trailing_line_break(&dir.path().join("p")), Some(false));
+    }
+
+    #[test]
+    fn trailing_line_breaks_are_found_from_the_last_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p");
+        std::fs::write(&p, "secret\n").unwrap();
+        assert_eq!(trailing_line_break(&p), Some(true));
+        std::fs::write(&p, "secret\r").unwrap();
+        assert_eq!(trailing_line_break(&p), Some(true));
+        std::fs::write(&p, "secret").unwrap();
+        assert_eq!(trailing_line_break(&p), Some(false));
+        std::fs::write(&p, "").unwrap();
+        assert_eq!(trailing_line_break(&p), Some(false));
         assert_eq!(trailing_line_break(&dir.path().join("missing")), None);
+        assert_eq!(trailing_line_break(dir.path()), None);
+    }
+
+    #[test]
+    fn unchecked_password_files_get_a_note() {
+        let id = identity(StoreFormat::Pkcs12, StoreFormat::Pkcs12);
+        let unchecked = Some(PasswordRef {
+            source: PasswordSource::File(PathBuf::from("/etc/leafd/broker.pass")),
+            trailing_line_break: None,
+        });
+        let text = render(&Request {
+            identity: &id,
+            listener: "SSL",
+            config_path: Path::new("/etc/leafd/leafd.toml"),
+            keystore_password: unchecked.clone(),
+            truststore_password: unchecked,
+        })
+        .unwrap();
+        let p = properties(&text);
+        assert_eq!(
+            p["listener.name.ssl.ssl.keystore.password"],
+            "${directory:/etc/leafd:broker.pass}"
+        );
+        assert_eq!(
+            text.matches("/etc/leafd/broker.pass is not readable here")
+                .count(),
+            1,
+            "{text}"
+        );
+        assert!(!text.contains("WARNING"), "{text}");
     }
 }

@@ -16,36 +16,13 @@ use std::time::{Duration, SystemTime};
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::{self, LoadEnv};
+use crate::error::chain;
 use crate::kafka::dn::{self, Jdk};
 use crate::kafka::principal::{self, Mapper};
-use crate::renew::engine::chain;
-use crate::state::status::{IdentityStatus, ReloadState, Status};
+use crate::status::{IdentityStatus, ReloadState, Status};
 use client::{Client, UNREACHABLE_HINT};
-use kafka_config::{PasswordRef, PasswordSource};
 
-/// Exit codes (sysexits.h where one fits).
-pub mod exit {
-    /// The operation failed (renewal, broker reload, no mapping rule).
-    pub const FAILED: u8 = 1;
-    /// Bad usage, unknown identity, malformed name.
-    pub const USAGE: u8 = 64;
-    /// An input file holds no certificate.
-    pub const DATAERR: u8 = 65;
-    /// An input file cannot be read.
-    pub const NOINPUT: u8 = 66;
-    /// leafd cannot be reached.
-    pub const UNAVAILABLE: u8 = 69;
-    /// Internal error or an unexpected answer from leafd.
-    pub const SOFTWARE: u8 = 70;
-    /// An output file cannot be written.
-    pub const CANTCREAT: u8 = 73;
-    /// Waiting timed out.
-    pub const TEMPFAIL: u8 = 75;
-    /// The caller may not do this.
-    pub const NOPERM: u8 = 77;
-    /// The configuration is invalid.
-    pub const CONFIG: u8 = 78;
-}
+pub use crate::error::exit;
 
 const EXIT_STATUS: &str = "\
 Exit status:
@@ -135,7 +112,8 @@ pub enum Command {
     /// Store types and locations, passwords by reference (Kafka's
     /// DirectoryConfigProvider reading the password files leafd reads; never the
     /// passwords themselves), ssl.client.auth and ssl.principal.mapping.rules. Reads the
-    /// configuration locally.
+    /// configuration locally but no password, PIN or credential: any user who can read
+    /// the config files can run it.
     KafkaConfig {
         /// The identity's name.
         name: String,
@@ -278,9 +256,6 @@ impl Error {
             Error::KafkaConfig(e) => match e {
                 kafka_config::Error::Listener(_) => exit::USAGE,
                 kafka_config::Error::NoKeystore(_) => exit::FAILED,
-                kafka_config::Error::Read { .. } | kafka_config::Error::Parse { .. } => {
-                    exit::CONFIG
-                }
             },
             Error::ReadInput { .. } => exit::NOINPUT,
             Error::NotCertificate { .. } => exit::DATAERR,
@@ -567,23 +542,19 @@ fn principal(rdns: &[dn::Rdn], rules: Option<&str>) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Where systemd puts leafd's credentials while it runs (`LoadCredential=`).
-const SERVICE_CREDENTIALS: &str = "/run/credentials/leafd.service";
-
 fn kafka_config(
     name: &str,
     config_path: &Path,
     listener: Option<String>,
 ) -> Result<ExitCode, Error> {
-    let mut env = LoadEnv::from_process();
-    if env.credentials_directory.is_none() && Path::new(SERVICE_CREDENTIALS).is_dir() {
-        env.credentials_directory = Some(PathBuf::from(SERVICE_CREDENTIALS));
-    }
-    let (settings, warnings) =
-        config::load_with_warnings(config_path, &env).map_err(Error::Config)?;
-    for w in &warnings {
+    // Validated like the daemon's, but without reading a secret: the passwords are only
+    // referenced, so their sources are all this needs.
+    let loaded =
+        config::load_sources_only(config_path, &LoadEnv::from_process()).map_err(Error::Config)?;
+    for w in loaded.warnings() {
         eprintln!("leafctl: warning: {w}");
     }
+    let settings = loaded.settings();
     let identity = settings
         .identities
         .iter()
@@ -602,22 +573,18 @@ fn kafka_config(
                  (the listener's name in the broker's listeners= setting, e.g. SSL)"
             ))
         })?;
-    let sources = kafka_config::password_sources(config_path, name)?;
-    let reference = |source: Option<&Option<PasswordSource>>| {
-        source.cloned().flatten().map(|source| PasswordRef {
-            trailing_line_break: match &source {
-                PasswordSource::File(file) => kafka_config::trailing_line_break(file),
-                PasswordSource::Credential(_) => None,
-            },
-            source,
-        })
-    };
     let text = kafka_config::render(&kafka_config::Request {
         identity,
         listener: &listener,
         config_path,
-        keystore_password: reference(sources.keystores.first()),
-        truststore_password: reference(sources.truststores.first()),
+        keystore_password: identity
+            .keystores
+            .first()
+            .and_then(kafka_config::password_ref),
+        truststore_password: identity
+            .truststores
+            .first()
+            .and_then(kafka_config::password_ref),
     })?;
     print!("{text}");
     Ok(ExitCode::SUCCESS)

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::kafka::dn::{self, Jdk};
-use crate::state::status::{IdentityStatus, ReloadState, Status};
+use crate::status::{IdentityStatus, ReloadState, Status};
 
 /// `3d 4h`, `5m 2s`, `12s`: the two largest non-zero units of `d`.
 pub fn duration(d: Duration) -> String {
@@ -414,7 +414,7 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
-    use crate::state::status::ReloadStatus;
+    use crate::status::ReloadStatus;
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)

@@ -5,7 +5,7 @@
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::dbus::{Control, ControlError, ControlFuture};
-use crate::state::status::Status;
+use crate::status::Status;
 
 /// A request for the engine loop.
 #[derive(Debug)]

@@ -27,12 +27,14 @@ use tokio::sync::mpsc;
 
 use crate::config::{self, IssuerSettings, LoadEnv, Settings};
 use crate::dbus::{self, Service};
+use crate::error::chain;
 use crate::issuer::IssuerKind;
 use crate::issuer::local::LocalCa;
 use crate::keys::worker::KeyService;
 use crate::reload::run::{Job, Outcome};
-use crate::renew::engine::{Engine, Event, chain};
+use crate::renew::engine::{Engine, Event};
 
+pub mod backend;
 pub mod control;
 
 use crate::telemetry::{self, LogControl};
@@ -41,10 +43,7 @@ use control::{DaemonControl, EngineCommand, ReloadRequest};
 /// How long SIGTERM waits for the rotation in hand.
 const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
-/// Exit code for configuration errors (sysexits EX_CONFIG).
-pub const EXIT_CONFIG: u8 = 78;
-/// Exit code for other failures (sysexits EX_SOFTWARE).
-pub const EXIT_SOFTWARE: u8 = 70;
+use crate::error::exit;
 
 /// leafd: the host certificate daemon.
 #[derive(Debug, Parser)]
@@ -68,7 +67,7 @@ pub fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             error!("{}", chain(&e));
-            return ExitCode::from(EXIT_CONFIG);
+            return ExitCode::from(exit::CONFIG);
         }
     };
     if let Err(e) = log.set_level(&settings.daemon.log_level) {
@@ -81,7 +80,7 @@ pub fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             error!("could not start the runtime: {e}");
-            return ExitCode::from(EXIT_SOFTWARE);
+            return ExitCode::from(exit::SOFTWARE);
         }
     };
     match runtime.block_on(run(&args.config, &env, settings, &log)) {
@@ -100,15 +99,15 @@ pub fn main() -> ExitCode {
 fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
         if let Some(crate::metrics::Error::Bind { .. }) = cause.downcast_ref() {
-            return 69;
+            return exit::UNAVAILABLE;
         }
         match cause.downcast_ref::<crate::keys::Error>() {
-            Some(crate::keys::Error::Auth { .. }) => return EXIT_CONFIG,
-            Some(crate::keys::Error::Unavailable { .. }) => return 69,
+            Some(crate::keys::Error::Auth { .. }) => return exit::CONFIG,
+            Some(crate::keys::Error::Unavailable { .. }) => return exit::UNAVAILABLE,
             _ => {}
         }
     }
-    EXIT_SOFTWARE
+    exit::SOFTWARE
 }
 
 fn notify(states: &[NotifyState<'_>]) {
@@ -216,9 +215,8 @@ pub async fn run(
     let now = SystemTime::now();
 
     let (key_settings, dir) = (settings.key.clone(), state_dir.clone());
-    let (keys, key_thread) =
-        KeyService::spawn(move || crate::keys::open_backend(&key_settings, &dir))
-            .context("could not open the host key backend")?;
+    let (keys, key_thread) = KeyService::spawn(move || backend::open(&key_settings, &dir))
+        .context("could not open the host key backend")?;
     let issuer = match &settings.issuer {
         IssuerSettings::Local(ca) => IssuerKind::Local(
             LocalCa::open_or_create(&state_dir.join("ca"), ca, now)
@@ -376,7 +374,7 @@ struct EngineLoop {
     engine: Engine,
     settings: watch::Receiver<Arc<Settings>>,
     commands: mpsc::Receiver<EngineCommand>,
-    status: watch::Sender<crate::state::status::Status>,
+    status: watch::Sender<crate::status::Status>,
     bus: Option<Service>,
     token: CancellationToken,
     tracker: TaskTracker,

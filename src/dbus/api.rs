@@ -28,7 +28,7 @@ use zbus::zvariant::OwnedObjectPath;
 
 use super::authz::Policy;
 use super::error::ApiError;
-use crate::state::status::{IdentityStatus, Status};
+use crate::status::{IdentityStatus, Status};
 
 /// The well-known bus name.
 pub const BUS_NAME: &str = "org.leafd.leafd1";
@@ -92,7 +92,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
             "identity name is empty".to_owned(),
         ));
     }
-    if !crate::config::is_valid_identity_name(name) {
+    if !crate::vocab::is_valid_identity_name(name) {
         let shown: String = name.chars().take(64).collect();
         return Err(ApiError::InvalidArgument(format!(
             "invalid identity name {shown:?}"

@@ -9,10 +9,10 @@ use rcgen::{Issuer as RcIssuer, KeyPair};
 use zeroize::Zeroizing;
 
 use super::{Error, HostCertRequest, IssuedChain};
-use crate::config::LocalCaSettings;
-use crate::keys::KeyAlgorithm;
+use crate::atomic::{FileSpec, write_atomic};
 use crate::keys::soft::{generate_keypair, keypair_from_pkcs8};
-use crate::keystore::{FileSpec, write_atomic};
+use crate::settings::LocalCaSettings;
+use crate::vocab::KeyAlgorithm;
 use crate::x509;
 
 /// The local root and its key.

@@ -5,8 +5,7 @@ pub mod local;
 
 use std::time::SystemTime;
 
-use crate::config::San;
-use crate::keys::KeyAlgorithm;
+use crate::vocab::{KeyAlgorithm, San};
 
 /// What the host asks an issuer to certify.
 #[derive(Debug, Clone)]
@@ -50,12 +49,15 @@ pub enum Error {
     /// The request is not acceptable.
     #[error("request refused: {0}")]
     Refused(String),
+    /// The issuer could not be reached or did not answer; try again later.
+    #[error("issuer unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl Error {
     /// Whether retrying later could succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::LocalCaIo { .. })
+        matches!(self, Self::LocalCaIo { .. } | Self::Unavailable(_))
     }
 }
 

@@ -16,6 +16,7 @@
 //! - String bytes are decoded per [`Jdk`]: JDK 17 decodes every string type as UTF-8;
 //!   newer JDKs decode BMPString as UTF-16 and the 8-bit types as ISO-8859-1.
 
+use crate::vocab::DnAttribute;
 use x509_parser::asn1_rs::{Class, ToDer};
 use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
 
@@ -105,28 +106,34 @@ pub struct Attribute {
 /// A relative distinguished name: one attribute, or several for a multi-valued RDN.
 pub type Rdn = Vec<Attribute>;
 
-/// The RFC 2253 keywords the JDK uses, by OID.
-const KEYWORDS: [(&str, &str); 9] = [
-    ("2.5.4.3", "CN"),
-    ("2.5.4.6", "C"),
-    ("2.5.4.7", "L"),
-    ("2.5.4.8", "ST"),
-    ("2.5.4.10", "O"),
-    ("2.5.4.11", "OU"),
+/// The RFC 2253 keywords the JDK uses beyond the attributes leafd writes
+/// ([`DnAttribute`]), by OID.
+const MORE_KEYWORDS: [(&str, &str); 3] = [
     ("2.5.4.9", "STREET"),
     ("0.9.2342.19200300.100.1.25", "DC"),
     ("0.9.2342.19200300.100.1.1", "UID"),
 ];
 
 fn keyword(oid: &str) -> Option<&'static str> {
-    KEYWORDS.iter().find(|(o, _)| *o == oid).map(|(_, k)| *k)
+    DnAttribute::from_oid(oid)
+        .map(DnAttribute::keyword)
+        .or_else(|| {
+            MORE_KEYWORDS
+                .iter()
+                .find(|(o, _)| *o == oid)
+                .map(|(_, k)| *k)
+        })
 }
 
 fn oid_of_keyword(keyword: &str) -> Option<&'static str> {
-    KEYWORDS
-        .iter()
-        .find(|(_, k)| k.eq_ignore_ascii_case(keyword))
-        .map(|(o, _)| *o)
+    DnAttribute::from_keyword(keyword)
+        .map(DnAttribute::oid)
+        .or_else(|| {
+            MORE_KEYWORDS
+                .iter()
+                .find(|(_, k)| k.eq_ignore_ascii_case(keyword))
+                .map(|(o, _)| *o)
+        })
 }
 
 fn hex(bytes: &[u8]) -> String {

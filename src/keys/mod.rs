@@ -6,70 +6,13 @@
 
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
+pub mod signer;
 pub mod soft;
 #[cfg(feature = "tpm")]
 pub mod tpm;
 pub mod worker;
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
-
-/// Key algorithms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum KeyAlgorithm {
-    /// ECDSA P-256 with SHA-256 (default).
-    #[serde(rename = "p256")]
-    EcdsaP256,
-    /// ECDSA P-384 with SHA-384.
-    #[serde(rename = "p384")]
-    EcdsaP384,
-    /// RSA 2048, PKCS#1 v1.5 with SHA-256.
-    #[serde(rename = "rsa2048")]
-    Rsa2048,
-    /// RSA 3072, PKCS#1 v1.5 with SHA-256.
-    #[serde(rename = "rsa3072")]
-    Rsa3072,
-}
-
-impl KeyAlgorithm {
-    /// The config spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::EcdsaP256 => "p256",
-            Self::EcdsaP384 => "p384",
-            Self::Rsa2048 => "rsa2048",
-            Self::Rsa3072 => "rsa3072",
-        }
-    }
-
-    /// Parses the config spelling.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "p256" => Some(Self::EcdsaP256),
-            "p384" => Some(Self::EcdsaP384),
-            "rsa2048" => Some(Self::Rsa2048),
-            "rsa3072" => Some(Self::Rsa3072),
-            _ => None,
-        }
-    }
-
-    /// The rcgen signature algorithm a key of this type signs with.
-    pub fn rcgen_alg(self) -> &'static rcgen::SignatureAlgorithm {
-        match self {
-            Self::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
-            Self::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
-            Self::Rsa2048 | Self::Rsa3072 => &rcgen::PKCS_RSA_SHA256,
-        }
-    }
-}
-
-impl fmt::Display for KeyAlgorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::vocab::{KeyAlgorithm, KeyInfo};
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,19 +30,6 @@ pub struct KeyRef {
     pub label: String,
     /// Its algorithm.
     pub algorithm: KeyAlgorithm,
-}
-
-/// Facts about a key as read back from the backend.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyInfo {
-    /// Backend name (`soft`, `tpm`, `pkcs11`).
-    pub backend: String,
-    /// Algorithm.
-    pub algorithm: KeyAlgorithm,
-    /// Whether the backend refuses to export the private key.
-    pub non_exportable: bool,
-    /// Backend-specific facts (device, token, file).
-    pub facts: Vec<(String, String)>,
 }
 
 /// Key backend errors.
@@ -141,7 +71,7 @@ pub enum Error {
         label: String,
         /// Cause.
         #[source]
-        source: std::io::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Signing failed.
     #[error("could not sign with key {0:?}")]
@@ -239,41 +169,28 @@ impl Error {
     }
 }
 
-/// Stores a new key file `path` (0600) for `label`: temp file, fsync, hard link, fsync the
-/// directory. A hard link, unlike a rename, refuses to replace an existing file: a label
-/// names one key for its whole life.
+/// Stores a new key file `path` (0600) for `label` ([`crate::atomic::create_new`]): a
+/// label names one key for its whole life, so an existing file is never replaced.
 pub fn write_new_key_file(
     path: &std::path::Path,
     label: &str,
     contents: &[u8],
 ) -> Result<(), Error> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let store_err = |source| Error::Store {
+    crate::atomic::create_new(path, contents, 0o600).map_err(|e| Error::Store {
         label: label.to_owned(),
-        source,
+        source: e.into(),
+    })
+}
+
+/// Creates the directory key files live in, if needed, and sets its mode to 0700.
+pub fn create_key_dir(dir: &std::path::Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let store_err = |source: std::io::Error| Error::Store {
+        label: String::new(),
+        source: source.into(),
     };
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(store_err)?;
-    let written = f.write_all(contents).and_then(|()| f.sync_all());
-    drop(f);
-    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
-    let _ = std::fs::remove_file(&tmp);
-    linked.map_err(store_err)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(store_err)
+    std::fs::create_dir_all(dir).map_err(store_err)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(store_err)
 }
 
 /// Checks a label is a safe object or file name.
@@ -288,45 +205,5 @@ pub fn check_label(label: &str) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::InvalidLabel(label.to_owned()))
-    }
-}
-
-/// Builds the configured backend. Call it on the key thread (see [`worker::KeyService`]):
-/// hardware contexts are not `Send`.
-pub fn open_backend(
-    settings: &crate::config::KeySettings,
-    state_directory: &std::path::Path,
-) -> Result<Box<dyn KeyBackend>, Error> {
-    use crate::config::BackendKind;
-    match &settings.backend {
-        BackendKind::Soft => Ok(Box::new(soft::SoftBackend::open(
-            &state_directory.join("keys"),
-        )?)),
-        #[cfg(feature = "tpm")]
-        BackendKind::Tpm(t) => Ok(Box::new(tpm::TpmBackend::open(&tpm::TpmConfig {
-            tcti: t.tcti.clone(),
-            key_dir: state_directory.join("tpm"),
-            parent: t.parent,
-        })?)),
-        #[cfg(feature = "pkcs11")]
-        BackendKind::Pkcs11(p) => Ok(Box::new(pkcs11::Pkcs11Backend::open(
-            &pkcs11::Pkcs11Config {
-                module: p.module.clone(),
-                token: match &p.token {
-                    crate::config::Pkcs11Token::Label(l) => pkcs11::TokenSelector::Label(l.clone()),
-                    crate::config::Pkcs11Token::Serial(s) => {
-                        pkcs11::TokenSelector::Serial(s.clone())
-                    }
-                },
-                pin: p.pin.clone(),
-            },
-        )?)),
-        // Config validation refuses backends this build lacks.
-        #[allow(unreachable_patterns)]
-        other => Err(Error::Unavailable {
-            backend: other.name(),
-            what: format!("support for the {} backend was not built in", other.name()),
-            source: "missing cargo feature".into(),
-        }),
     }
 }

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{KeyPair, PublicKeyData, SigningKey};
@@ -50,16 +49,7 @@ pub struct SoftBackend {
 impl SoftBackend {
     /// Opens (creating with mode 0700 if needed) the key directory.
     pub fn open(dir: &Path) -> Result<Self, Error> {
-        fs::create_dir_all(dir).map_err(|source| Error::Store {
-            label: String::new(),
-            source,
-        })?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|source| {
-            Error::Store {
-                label: String::new(),
-                source,
-            }
-        })?;
+        super::create_key_dir(dir)?;
         Ok(Self {
             dir: dir.to_owned(),
             loaded: HashMap::new(),

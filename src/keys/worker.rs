@@ -46,7 +46,7 @@ impl KeyService {
             })
             .map_err(|source| Error::Store {
                 label: "key thread".into(),
-                source,
+                source: source.into(),
             })?;
         let backend = ready_rx.recv().map_err(|_| Error::ServiceStopped)??;
         Ok((Self { tx, backend }, handle))

@@ -345,7 +345,7 @@ mod tests {
     /// its output is rejected by Java, while ours is read (see the keystore tests).
     #[test]
     fn crate_store_with_non_ascii_password_is_rejected_by_java() {
-        use crate::config::settings::StoreFormat;
+        use crate::vocab::StoreFormat;
         let password = "pässwörd-€uro";
         let p = super::super::testutil::pki();
         let mut ks = ::jks::KeyStore::new();

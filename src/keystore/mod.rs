@@ -22,7 +22,6 @@
 //!
 //! Store and key use the same password, so `ssl.key.password` can stay unset.
 
-mod atomic;
 mod check;
 mod jks;
 mod pem;
@@ -30,27 +29,13 @@ mod pkcs12;
 #[cfg(test)]
 mod testutil;
 
-use std::io;
-use std::path::PathBuf;
-
 use zeroize::Zeroizing;
 
-use crate::config::settings::{Output, StoreFormat};
 use crate::secret::Secret;
+use crate::settings::{Output, StoreFormat};
 
-pub use atomic::{FileSpec, WriteOutcome, remove_stale_temps, write_atomic};
+pub use crate::atomic::{FileSpec, WriteOutcome, remove_stale_temps, write_atomic};
 pub use pkcs12::PBKDF2_ITERATIONS;
-
-/// The sibling a store alternates with under a kafka reload in `alternate` mode:
-/// `broker.p12` → `broker.alt.p12`, `broker` → `broker.alt`.
-pub fn alternate_path(path: &std::path::Path) -> PathBuf {
-    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-    let name = match path.extension() {
-        Some(ext) => format!("{stem}.alt.{}", ext.to_string_lossy()),
-        None => format!("{stem}.alt"),
-    };
-    path.with_file_name(name)
-}
 
 /// A private key and its certificate chain, borrowed from the caller.
 #[derive(Clone, Copy)]
@@ -177,21 +162,6 @@ pub enum Error {
         /// What differs (counts, positions; never key bytes).
         detail: String,
     },
-    /// The target path has no file name.
-    #[error("cannot write {path}: the path does not name a file")]
-    InvalidPath {
-        /// The target path.
-        path: PathBuf,
-    },
-    /// The existing file's metadata could not be read.
-    #[error("could not read the metadata of {path}")]
-    ReadMetadata {
-        /// The target path.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
     /// A missing output directory could not be created.
     #[error("could not create the output directory {path}")]
     CreateDir {
@@ -201,95 +171,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The temporary file could not be created (directory missing, not a directory, not
-    /// writable, full).
-    #[error("could not create a temporary file in {dir}")]
-    CreateTemp {
-        /// The target's directory.
-        dir: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
-    /// Writing the temporary file failed.
-    #[error("could not write the new contents of {path} to {temp}")]
-    Write {
-        /// The target path.
-        path: PathBuf,
-        /// The temporary file.
-        temp: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
-    /// `fchown` failed (leafd not allowed to give the file away, or unknown id).
-    #[error("could not change the owner or group of the new {path}")]
-    Chown {
-        /// The target path.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
-    /// `fchmod` failed.
-    #[error("could not set mode {mode:04o} on the new {path}")]
-    Chmod {
-        /// The target path.
-        path: PathBuf,
-        /// The requested mode.
-        mode: u32,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
-    /// Setting the modification time failed.
-    #[error("could not set the modification time of the new {path}")]
-    SetMtime {
-        /// The target path.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
-    /// The filesystem did not keep a modification time newer than the old file's, so Kafka
-    /// would not notice the change.
-    #[error("could not give the new {path} a modification time newer than the file it replaces")]
-    MtimeNotAdvanced {
-        /// The target path.
-        path: PathBuf,
-    },
-    /// `fsync` of the temporary file failed.
-    #[error("could not sync the new contents of {path} to disk")]
-    Sync {
-        /// The target path.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
-    /// `rename` failed; the old file is untouched.
-    #[error("could not rename {temp} into place as {path}")]
-    Rename {
-        /// The temporary file (already removed again).
-        temp: PathBuf,
-        /// The target path.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
-    /// The file was replaced, but the directory could not be synced: the rename may not
-    /// survive a crash.
-    #[error("replaced {path} but could not sync directory {dir}")]
-    SyncDir {
-        /// The target path.
-        path: PathBuf,
-        /// The directory.
-        dir: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
+    /// Replacing the file failed (see [`crate::atomic::Error`]).
+    #[error(transparent)]
+    File(#[from] crate::atomic::Error),
 }
 
 impl Error {
@@ -298,16 +182,8 @@ impl Error {
     /// path problems need a change by the operator or the caller.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::ReadMetadata { source, .. }
-            | Self::CreateDir { source, .. }
-            | Self::CreateTemp { source, .. }
-            | Self::Write { source, .. }
-            | Self::Chown { source, .. }
-            | Self::Chmod { source, .. }
-            | Self::SetMtime { source, .. }
-            | Self::Sync { source, .. }
-            | Self::Rename { source, .. }
-            | Self::SyncDir { source, .. } => io_retryable(source),
+            Self::CreateDir { source, .. } => crate::atomic::io_retryable(source),
+            Self::File(e) => e.is_retryable(),
             Self::MissingPassword { .. }
             | Self::NonAsciiPassword
             | Self::UnexpectedPassword
@@ -324,26 +200,9 @@ impl Error {
             | Self::ParsePkcs12 { .. }
             | Self::ParseJks { .. }
             | Self::ParsePem { .. }
-            | Self::Mismatch { .. }
-            | Self::InvalidPath { .. }
-            | Self::MtimeNotAdvanced { .. } => false,
+            | Self::Mismatch { .. } => false,
         }
     }
-}
-
-fn io_retryable(e: &io::Error) -> bool {
-    use io::ErrorKind as K;
-    !matches!(
-        e.kind(),
-        K::PermissionDenied
-            | K::NotFound
-            | K::NotADirectory
-            | K::IsADirectory
-            | K::ReadOnlyFilesystem
-            | K::InvalidInput
-            | K::Unsupported
-            | K::CrossesDevices
-    )
 }
 
 /// The format's name as Kafka spells `ssl.keystore.type`.
@@ -533,7 +392,7 @@ pub fn write_output(output: &Output, bytes: &[u8]) -> Result<WriteOutcome, Error
                 source,
             })?;
     }
-    write_atomic(&output.path, bytes, &FileSpec::from(output))
+    Ok(write_atomic(&output.path, bytes, &FileSpec::from(output))?)
 }
 
 #[cfg(test)]
@@ -844,7 +703,9 @@ mod tests {
             owner: None,
             group: None,
         };
-        errors.push(write_atomic(&file.join("keystore.p12"), b"x", &spec).unwrap_err());
+        errors.push(Error::File(
+            write_atomic(&file.join("keystore.p12"), b"x", &spec).unwrap_err(),
+        ));
         for e in &errors {
             let mut text = format!("{e} / {e:?}");
             let mut source = std::error::Error::source(e);
@@ -871,6 +732,7 @@ mod tests {
             format: StoreFormat::Pem,
             path: dir.path().join("ts.pem"),
             password: None,
+            password_source: None,
             alias: "leafd-ca".into(),
             owner: None,
             group: None,
@@ -886,16 +748,16 @@ mod tests {
 
     #[test]
     fn retryable_split() {
-        let e = Error::Write {
+        let e = Error::File(crate::atomic::Error::Write {
             path: "/x".into(),
             temp: "/.x.tmp".into(),
-            source: io::Error::from_raw_os_error(28), // ENOSPC
-        };
+            source: std::io::Error::from_raw_os_error(28), // ENOSPC
+        });
         assert!(e.is_retryable());
-        let e = Error::CreateTemp {
+        let e = Error::File(crate::atomic::Error::CreateTemp {
             dir: "/x".into(),
-            source: io::Error::from(io::ErrorKind::PermissionDenied),
-        };
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        });
         assert!(!e.is_retryable());
         assert!(!Error::KeyMismatch.is_retryable());
     }

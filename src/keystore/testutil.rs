@@ -8,7 +8,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SignatureAlgorithm,
 };
 
-use crate::config::settings::StoreFormat;
+use crate::vocab::StoreFormat;
 
 const JDK_MISSING: &str =
     "JDK missing: run 'apt-get install -y --no-install-recommends default-jdk-headless'";

@@ -25,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::config::MetricsSettings;
-use crate::keystore::{FileSpec, write_atomic};
-use crate::state::status::Status;
+use crate::atomic::{FileSpec, write_atomic};
+use crate::settings::MetricsSettings;
+use crate::status::Status;
 
 /// The one path served.
 pub const PATH: &str = "/metrics";
@@ -65,7 +65,7 @@ pub enum Error {
         path: PathBuf,
         /// Cause.
         #[source]
-        source: crate::keystore::Error,
+        source: crate::atomic::Error,
     },
 }
 
@@ -147,7 +147,7 @@ impl Exporter {
                     };
                     warn!(
                         "{}; retrying at every status change",
-                        crate::renew::engine::chain(&e)
+                        crate::error::chain(&e)
                     );
                 }
                 self.textfile_failing = true;

@@ -64,7 +64,7 @@ const API_VERSIONS_VERSION: i16 = 0;
 /// Responses larger than this are refused (ours are a few hundred bytes).
 const MAX_RESPONSE: usize = 16 * 1024 * 1024;
 /// Default limit for connecting and for each request/response exchange.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_TIMEOUT: Duration = crate::settings::defaults::KAFKA_TIMEOUT;
 
 /// How to reach the admin listener: Kafka's `security.protocol` and what it needs. `Debug`
 /// shows SASL passwords redacted.

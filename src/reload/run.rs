@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::kafka::{KafkaAdmin, ReloadMode, Security, StoreKind};
 use super::sasl::{Sasl, SaslMechanism};
-use crate::config::{
+use crate::settings::{
     Identity, KafkaReload, KafkaReloadMode, KafkaSasl, KafkaSecurity, KafkaTls, ReloadAction, San,
     SignalTarget,
 };
@@ -133,7 +133,7 @@ pub async fn run(
                 ok: false,
                 detail: format!(
                     "verify {addr}: {} (after {})",
-                    crate::renew::engine::chain(&e),
+                    crate::error::chain(&e),
                     humantime::format_duration(timeout)
                 ),
                 kafka_accepted,
@@ -184,7 +184,7 @@ async fn run_action(
                 .await
                 .map_err(|e| ActionError {
                     retryable: matches!(e, super::systemd::Error::Timeout { .. }),
-                    message: crate::renew::engine::chain(&e),
+                    message: crate::error::chain(&e),
                 })
         }
         ReloadAction::Signal {
@@ -194,7 +194,7 @@ async fn run_action(
             let bus = bus.ok_or_else(|| ActionError::fatal("no system bus connection"))?;
             super::systemd::kill_main(bus, unit, *signal)
                 .await
-                .map_err(|e| ActionError::fatal(crate::renew::engine::chain(&e)))
+                .map_err(|e| ActionError::fatal(crate::error::chain(&e)))
         }
         ReloadAction::Signal {
             target: SignalTarget::PidFile(path),
@@ -321,7 +321,7 @@ async fn kafka(job: &Job, k: &KafkaReload) -> Result<(), ActionError> {
         .await
         .map_err(|e| ActionError {
             retryable: e.is_retryable(),
-            message: crate::renew::engine::chain(&e),
+            message: crate::error::chain(&e),
         })
 }
 
@@ -351,9 +351,9 @@ fn security(job: &Job, s: &KafkaSecurity) -> Result<Security, ActionError> {
 
 fn sasl_of(s: &KafkaSasl) -> Sasl {
     let mechanism = match s.mechanism {
-        crate::config::SaslMechanism::Plain => SaslMechanism::Plain,
-        crate::config::SaslMechanism::ScramSha256 => SaslMechanism::ScramSha256,
-        crate::config::SaslMechanism::ScramSha512 => SaslMechanism::ScramSha512,
+        crate::settings::SaslMechanism::Plain => SaslMechanism::Plain,
+        crate::settings::SaslMechanism::ScramSha256 => SaslMechanism::ScramSha256,
+        crate::settings::SaslMechanism::ScramSha512 => SaslMechanism::ScramSha512,
     };
     Sasl::new(mechanism, s.username.clone(), s.password.clone())
 }

@@ -5,11 +5,12 @@ use std::time::SystemTime;
 
 use zeroize::Zeroizing;
 
-use crate::config::{Identity, Output};
+use crate::keys::signer::BackendKey;
 use crate::keys::soft::generate_keypair;
 use crate::keys::{KeyBackend, KeyRef};
 use crate::keystore::{self, KeyMaterial};
-use crate::x509::{self, BackendKey};
+use crate::settings::{Identity, Output};
+use crate::x509;
 
 /// A freshly minted leaf: a new software key and its certificate.
 pub struct Minted {
@@ -42,8 +43,8 @@ pub enum Error {
     },
 }
 
-/// Mints a leaf for `identity` with a fresh key, signed by the host key on `backend`.
-/// Run it on the key thread.
+/// Mints a leaf for `identity` with a fresh key, signed by the host key on `backend`; its
+/// notAfter is cut at the host certificate's. Run it on the key thread.
 pub fn mint_leaf(
     backend: &mut dyn KeyBackend,
     host_key: &KeyRef,
@@ -53,8 +54,14 @@ pub fn mint_leaf(
 ) -> Result<Minted, Error> {
     let (key_pkcs8, leaf_key) =
         generate_keypair(identity.key_type).map_err(|e| Error::KeyGen(e.into()))?;
+    let host = x509::summarize(host_cert_der, "host issuing certificate")
+        .map_err(|e| Error::Sign(e.into()))?;
+    let spec = x509::LeafSpec {
+        not_after_limit: Some(host.not_after),
+        ..identity.leaf_spec()
+    };
     let params =
-        x509::leaf_params(identity, now, rand::random()).map_err(|e| Error::Sign(e.into()))?;
+        x509::leaf_params(&spec, now, rand::random()).map_err(|e| Error::Sign(e.into()))?;
     let signer = BackendKey::new(backend, host_key.clone()).map_err(Error::HostKey)?;
     let issuer = rcgen::Issuer::from_ca_cert_der(&host_cert_der.into(), &signer)
         .map_err(|e| Error::Sign(e.into()))?;

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::config::RenewalSettings;
+use crate::settings::RenewalSettings;
 
 /// Never plan a renewal closer to `notAfter` than this share of the lifetime.
 const LATEST_SHARE: f64 = 0.95;

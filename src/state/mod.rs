@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 pub mod status;
 
-use crate::config::San;
-use crate::keystore::{FileSpec, write_atomic};
+use crate::atomic::{FileSpec, write_atomic};
+use crate::vocab::San;
 
 /// The schema version this build writes.
 pub const VERSION: u32 = 1;
@@ -40,10 +40,10 @@ pub struct HostCertState {
     /// Serial (hex).
     pub serial: String,
     /// notAfter.
-    #[serde(with = "rfc3339")]
+    #[serde(with = "crate::status::rfc3339")]
     pub not_after: SystemTime,
     /// Planned renewal.
-    #[serde(with = "rfc3339")]
+    #[serde(with = "crate::status::rfc3339")]
     pub next_renewal: SystemTime,
 }
 
@@ -54,13 +54,13 @@ pub struct IdentityState {
     /// Serial of the leaf in the keystores (hex).
     pub serial: String,
     /// notBefore.
-    #[serde(with = "rfc3339")]
+    #[serde(with = "crate::status::rfc3339")]
     pub not_before: SystemTime,
     /// notAfter.
-    #[serde(with = "rfc3339")]
+    #[serde(with = "crate::status::rfc3339")]
     pub not_after: SystemTime,
     /// Planned renewal.
-    #[serde(with = "rfc3339")]
+    #[serde(with = "crate::status::rfc3339")]
     pub next_renewal: SystemTime,
     /// Subject as Kafka prints it.
     pub subject: String,
@@ -203,42 +203,6 @@ impl StateStore {
         )
         .map_err(|e| err(e.into()))?;
         Ok(())
-    }
-}
-
-pub(crate) mod rfc3339 {
-    use std::time::SystemTime;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub mod option {
-        use std::time::SystemTime;
-
-        use serde::{Deserialize, Deserializer, Serializer};
-
-        pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-            match t {
-                Some(t) => super::serialize(t, s),
-                None => s.serialize_none(),
-            }
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(
-            d: D,
-        ) -> Result<Option<SystemTime>, D::Error> {
-            Option::<String>::deserialize(d)?
-                .map(|s| humantime::parse_rfc3339(&s).map_err(serde::de::Error::custom))
-                .transpose()
-        }
-    }
-
-    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_rfc3339_millis(*t).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_rfc3339(&s).map_err(serde::de::Error::custom)
     }
 }
 

@@ -1,21 +1,22 @@
-//! Certificate building and inspection. Pure: no I/O, no clock; callers pass `now`.
-//! Signing goes through rcgen's [`SigningKey`], so this module never names a key backend's
-//! hardware: [`BackendKey`] adapts any [`KeyBackend`] key.
+//! Certificate profiles and inspection. Pure: no I/O, no clock; callers pass `now`.
+//!
+//! The profiles (root, host issuing CA with its name constraints, leaf) are built from
+//! plain specs, so a CA reuses them without leafd's config. Signing goes through rcgen's
+//! `SigningKey`, so this module never names a key backend: `keys::signer::BackendKey`
+//! adapts a backend's key.
 
-use std::cell::RefCell;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType, DnValue,
     ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, KeyUsagePurpose, NameConstraints, PublicKeyData,
-    SanType, SerialNumber, SigningKey,
+    SanType, SerialNumber,
 };
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
 
-use crate::config::{DnAttribute, Eku, Identity, San};
-use crate::keys::{KeyAlgorithm, KeyBackend, KeyRef};
+use crate::vocab::{DnAttribute, Eku, KeyAlgorithm, San, escape_rfc2253};
 
 /// x509 errors.
 #[derive(Debug, thiserror::Error)]
@@ -50,54 +51,6 @@ pub enum Error {
 /// lifetime, so short lifetimes keep most of their validity ahead of them).
 pub const BACKDATE: Duration = Duration::from_secs(60);
 
-/// An rcgen signing key backed by a [`KeyBackend`] key. Use it inside
-/// `KeyService::with_backend`, so signing runs on the key thread.
-pub struct BackendKey<'a> {
-    backend: RefCell<&'a mut dyn KeyBackend>,
-    key: KeyRef,
-    raw_public: Vec<u8>,
-    failed: RefCell<Option<crate::keys::Error>>,
-}
-
-impl<'a> BackendKey<'a> {
-    /// Wraps `key` held by `backend`.
-    pub fn new(backend: &'a mut dyn KeyBackend, key: KeyRef) -> Result<Self, crate::keys::Error> {
-        let spki = backend.public_key(&key)?;
-        let raw_public =
-            raw_public_key(&spki).ok_or_else(|| crate::keys::Error::Sign(key.label.clone()))?;
-        Ok(Self {
-            backend: RefCell::new(backend),
-            key,
-            raw_public,
-            failed: RefCell::new(None),
-        })
-    }
-
-    /// The backend error behind a failed signature, if any.
-    pub fn take_error(&self) -> Option<crate::keys::Error> {
-        self.failed.borrow_mut().take()
-    }
-}
-
-impl PublicKeyData for BackendKey<'_> {
-    fn der_bytes(&self) -> &[u8] {
-        &self.raw_public
-    }
-
-    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
-        self.key.algorithm.rcgen_alg()
-    }
-}
-
-impl SigningKey for BackendKey<'_> {
-    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        self.backend.borrow_mut().sign(&self.key, msg).map_err(|e| {
-            *self.failed.borrow_mut() = Some(e);
-            rcgen::Error::RemoteKeyError
-        })
-    }
-}
-
 /// A public key given as SubjectPublicKeyInfo DER, for certifying keys we don't hold.
 pub struct SpkiPublicKey {
     raw: Vec<u8>,
@@ -125,7 +78,7 @@ impl PublicKeyData for SpkiPublicKey {
 }
 
 /// The subjectPublicKey bits of an SPKI.
-fn raw_public_key(spki_der: &[u8]) -> Option<Vec<u8>> {
+pub fn raw_public_key(spki_der: &[u8]) -> Option<Vec<u8>> {
     let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der).ok()?;
     Some(spki.subject_public_key.data.to_vec())
 }
@@ -255,15 +208,33 @@ fn dn_type(a: DnAttribute) -> DnType {
     }
 }
 
-/// Parameters for a leaf of `identity`, valid from `now` for its lifetime.
+/// What a leaf certifies: the end-entity profile's inputs.
+#[derive(Debug, Clone, Copy)]
+pub struct LeafSpec<'a> {
+    /// Subject DN in DER order, one attribute per RDN.
+    pub subject: &'a [(DnAttribute, String)],
+    /// Subject alternative names.
+    pub sans: &'a [San],
+    /// Extended key usages.
+    pub ekus: &'a [Eku],
+    /// The leaf key's algorithm (RSA keys also get keyEncipherment).
+    pub key_type: KeyAlgorithm,
+    /// Validity from `now`.
+    pub lifetime: Duration,
+    /// The issuer's notAfter: a leaf never outlives the certificate that signs it, so its
+    /// notAfter is cut there.
+    pub not_after_limit: Option<SystemTime>,
+}
+
+/// Parameters for a leaf as `identity` describes it, valid from `now` for its lifetime.
 pub fn leaf_params(
-    identity: &Identity,
+    identity: &LeafSpec<'_>,
     now: SystemTime,
     serial: [u8; 16],
 ) -> Result<CertificateParams, Error> {
     let mut p = CertificateParams::default();
     p.distinguished_name = DistinguishedName::new();
-    for (attr, value) in &identity.subject {
+    for (attr, value) in identity.subject {
         let v = match attr {
             DnAttribute::Country => DnValue::PrintableString(
                 value
@@ -288,14 +259,13 @@ pub fn leaf_params(
         })
         .collect::<Result<_, _>>()?;
     p.is_ca = IsCa::ExplicitNoCa;
-    p.key_usages = match identity.key_type {
-        KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 => {
-            vec![
-                KeyUsagePurpose::DigitalSignature,
-                KeyUsagePurpose::KeyEncipherment,
-            ]
-        }
-        _ => vec![KeyUsagePurpose::DigitalSignature],
+    p.key_usages = if identity.key_type.is_rsa() {
+        vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ]
+    } else {
+        vec![KeyUsagePurpose::DigitalSignature]
     };
     p.extended_key_usages = identity
         .ekus
@@ -307,7 +277,10 @@ pub fn leaf_params(
         .collect();
     p.use_authority_key_identifier_extension = true;
     p.not_before = odt(now - BACKDATE.min(identity.lifetime / 10));
-    p.not_after = odt(now + identity.lifetime);
+    let not_after = now + identity.lifetime;
+    p.not_after = odt(identity
+        .not_after_limit
+        .map_or(not_after, |limit| not_after.min(limit)));
     p.serial_number = Some(serial_from_bytes(serial));
     Ok(p)
 }
@@ -405,16 +378,7 @@ fn rfc2253(cert: &X509Certificate<'_>) -> String {
         let mut avas = Vec::new();
         for ava in rdn.iter() {
             let oid = ava.attr_type().to_id_string();
-            let key = match oid.as_str() {
-                "2.5.4.3" => "CN",
-                "2.5.4.10" => "O",
-                "2.5.4.11" => "OU",
-                "2.5.4.6" => "C",
-                "2.5.4.8" => "ST",
-                "2.5.4.7" => "L",
-                other => other,
-            }
-            .to_owned();
+            let key = DnAttribute::from_oid(&oid).map_or(oid.clone(), |a| a.keyword().to_owned());
             let value = ava.as_str().unwrap_or("").to_owned();
             avas.push(format!("{key}={}", escape_rfc2253(&value)));
         }
@@ -424,41 +388,7 @@ fn rfc2253(cert: &X509Certificate<'_>) -> String {
     parts.join(",")
 }
 
-/// Escapes an attribute value per RFC 2253 section 2.4.
-pub fn escape_rfc2253(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    let n = v.chars().count();
-    for (i, c) in v.chars().enumerate() {
-        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
-            || (i == 0 && (c == ' ' || c == '#'))
-            || (i + 1 == n && c == ' ');
-        if special {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Renders the configured subject (DER order) as Kafka will print it (RFC 2253).
-pub fn subject_string(subject: &[(DnAttribute, String)]) -> String {
-    let mut parts: Vec<String> = subject
-        .iter()
-        .map(|(a, v)| {
-            let k = match a {
-                DnAttribute::CommonName => "CN",
-                DnAttribute::Organization => "O",
-                DnAttribute::OrganizationalUnit => "OU",
-                DnAttribute::Country => "C",
-                DnAttribute::State => "ST",
-                DnAttribute::Locality => "L",
-            };
-            format!("{k}={}", escape_rfc2253(v))
-        })
-        .collect();
-    parts.reverse();
-    parts.join(",")
-}
+pub use crate::vocab::subject_string;
 
 /// PEM-encodes certificates.
 pub fn to_pem(ders: &[Vec<u8>]) -> String {
@@ -470,31 +400,13 @@ pub fn to_pem(ders: &[Vec<u8>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RenewalSettings;
 
-    fn identity(sans: Vec<San>) -> Identity {
-        Identity {
-            name: "t".into(),
-            subject: vec![
-                (DnAttribute::Organization, "Example, Inc.".into()),
-                (DnAttribute::OrganizationalUnit, "kafka".into()),
-                (DnAttribute::CommonName, "b1".into()),
-            ],
-            sans,
-            key_type: KeyAlgorithm::EcdsaP256,
-            ekus: vec![Eku::ServerAuth, Eku::ClientAuth],
-            lifetime: Duration::from_secs(3600),
-            renewal: RenewalSettings {
-                at: 0.66,
-                jitter: 0.0,
-                min_delay: Duration::from_secs(30),
-            },
-            allow_dn_change: false,
-            allow_san_change: false,
-            keystores: vec![],
-            truststores: vec![],
-            reload: Default::default(),
-        }
+    fn subject() -> Vec<(DnAttribute, String)> {
+        vec![
+            (DnAttribute::Organization, "Example, Inc.".into()),
+            (DnAttribute::OrganizationalUnit, "kafka".into()),
+            (DnAttribute::CommonName, "b1".into()),
+        ]
     }
 
     #[test]
@@ -541,9 +453,8 @@ mod tests {
 
     #[test]
     fn subject_prints_as_kafka_derives_the_principal() {
-        let id = identity(vec![]);
         assert_eq!(
-            subject_string(&id.subject),
+            subject_string(&subject()),
             "CN=b1,OU=kafka,O=Example\\, Inc."
         );
         assert_eq!(escape_rfc2253(" a#b "), "\\ a#b\\ ");
@@ -573,8 +484,16 @@ mod tests {
 
         let leaf_key = rcgen::KeyPair::generate().unwrap();
         let host_issuer = rcgen::Issuer::from_ca_cert_der(host.der(), &host_key).unwrap();
-        let id = identity(names.clone());
-        let leaf = leaf_params(&id, now, [1; 16])
+        let subject = subject();
+        let spec = LeafSpec {
+            subject: &subject,
+            sans: &names,
+            ekus: &[Eku::ServerAuth, Eku::ClientAuth],
+            key_type: KeyAlgorithm::EcdsaP256,
+            lifetime: Duration::from_secs(3600),
+            not_after_limit: None,
+        };
+        let leaf = leaf_params(&spec, now, [1; 16])
             .unwrap()
             .signed_by(&leaf_key, &host_issuer)
             .unwrap();
@@ -588,5 +507,17 @@ mod tests {
         assert!(!parsed.is_ca());
         let eku = parsed.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.server_auth && eku.client_auth);
+
+        // A leaf never outlives its issuer.
+        let limit = now + Duration::from_secs(600);
+        let capped = LeafSpec {
+            not_after_limit: Some(limit),
+            ..spec
+        };
+        let leaf = leaf_params(&capped, now, [2; 16])
+            .unwrap()
+            .signed_by(&leaf_key, &host_issuer)
+            .unwrap();
+        assert_eq!(summarize(leaf.der(), "leaf").unwrap().not_after, limit);
     }
 }

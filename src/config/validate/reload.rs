@@ -6,17 +6,16 @@ use std::net::SocketAddr;
 use nix::sys::signal::Signal;
 use std::time::Duration;
 
-use super::super::file::{ReloadFile, Scalar, VerifyFile};
-use super::super::settings::*;
-use super::super::source::At;
 use super::{Validator, resolve};
 use crate::config::Error;
+use crate::config::file::{ReloadFile, Scalar, VerifyFile};
+use crate::config::source::At;
+use crate::settings::*;
 use crate::template::{self, Vars};
 
-pub(super) const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
-pub(super) const EXEC_TIMEOUT: Duration = Duration::from_secs(60);
-pub(super) const VERIFY_TIMEOUT: Duration = Duration::from_secs(60);
-pub(super) const RETRY_FOR: Duration = Duration::from_secs(600);
+use crate::settings::defaults::{
+    EXEC_TIMEOUT, KAFKA_TIMEOUT, RELOAD_RETRY_FOR as RETRY_FOR, VERIFY_TIMEOUT,
+};
 
 /// Signals a reload action may send: the ones daemons use for "reload" or "rotate logs".
 const SIGNALS: &[(&str, Signal)] = &[
@@ -350,11 +349,11 @@ impl Validator<'_> {
                         r.sasl_password_file.map(at),
                         r.sasl_password_credential.map(at),
                     );
+                    // An empty placeholder when the load reads no secrets.
                     let password = self
                         .secret(pf.as_ref(), pc.as_ref(), "sasl-password")?
-                        .ok_or_else(|| {
-                            missing!("sasl-password-file or sasl-password-credential")
-                        })?;
+                        .ok_or_else(|| missing!("sasl-password-file or sasl-password-credential"))?
+                        .value_or_placeholder();
                     Some(KafkaSasl {
                         mechanism,
                         username,

@@ -1,4 +1,8 @@
-//! Atomic file replacement with a strictly newer millisecond mtime.
+//! Atomic file writes: every file leafd writes goes through here (keystores, truststores,
+//! state, status, the metrics textfile, the local CA and key files).
+//!
+//! [`write_atomic`] replaces a file with a strictly newer millisecond mtime; [`create_new`]
+//! stores a file that must not exist yet (a key file: a label names one key for its life).
 //!
 //! The new contents go to `.<name>.tmp-<random>` in the target's directory, created with
 //! `O_CREAT|O_EXCL` and mode 0600 (so the file is never more open than that), then are
@@ -21,7 +25,163 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::Error;
+/// Errors of an atomic write. Messages name the target path, never the contents.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The target path has no file name.
+    #[error("cannot write {path}: the path does not name a file")]
+    InvalidPath {
+        /// The target path.
+        path: PathBuf,
+    },
+    /// The existing file's metadata could not be read.
+    #[error("could not read the metadata of {path}")]
+    ReadMetadata {
+        /// The target path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The temporary file could not be created (directory missing, not a directory, not
+    /// writable, full).
+    #[error("could not create a temporary file in {dir}")]
+    CreateTemp {
+        /// The target's directory.
+        dir: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing the temporary file failed.
+    #[error("could not write the new contents of {path} to {temp}")]
+    Write {
+        /// The target path.
+        path: PathBuf,
+        /// The temporary file.
+        temp: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// `fchown` failed (leafd not allowed to give the file away, or unknown id).
+    #[error("could not change the owner or group of the new {path}")]
+    Chown {
+        /// The target path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// `fchmod` failed.
+    #[error("could not set mode {mode:04o} on the new {path}")]
+    Chmod {
+        /// The target path.
+        path: PathBuf,
+        /// The requested mode.
+        mode: u32,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// Setting the modification time failed.
+    #[error("could not set the modification time of the new {path}")]
+    SetMtime {
+        /// The target path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The filesystem did not keep a modification time newer than the old file's, so Kafka
+    /// would not notice the change.
+    #[error("could not give the new {path} a modification time newer than the file it replaces")]
+    MtimeNotAdvanced {
+        /// The target path.
+        path: PathBuf,
+    },
+    /// `fsync` of the temporary file failed.
+    #[error("could not sync the new contents of {path} to disk")]
+    Sync {
+        /// The target path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// `rename` failed; the old file is untouched.
+    #[error("could not rename {temp} into place as {path}")]
+    Rename {
+        /// The temporary file (already removed again).
+        temp: PathBuf,
+        /// The target path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file was replaced, but the directory could not be synced: the rename may not
+    /// survive a crash.
+    #[error("replaced {path} but could not sync directory {dir}")]
+    SyncDir {
+        /// The target path.
+        path: PathBuf,
+        /// The directory.
+        dir: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The new file could not be linked into place because a file of that name exists
+    /// (or linking failed otherwise); nothing was replaced.
+    #[error("could not create {path}")]
+    Link {
+        /// The target path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Whether retrying the same write later might succeed: transient I/O failures (disk
+    /// full, interrupted, I/O error), not permission or path problems.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::ReadMetadata { source, .. }
+            | Self::CreateTemp { source, .. }
+            | Self::Write { source, .. }
+            | Self::Chown { source, .. }
+            | Self::Chmod { source, .. }
+            | Self::SetMtime { source, .. }
+            | Self::Sync { source, .. }
+            | Self::Rename { source, .. }
+            | Self::SyncDir { source, .. } => io_retryable(source),
+            Self::Link { source, .. } => {
+                source.kind() != io::ErrorKind::AlreadyExists && io_retryable(source)
+            }
+            Self::InvalidPath { .. } | Self::MtimeNotAdvanced { .. } => false,
+        }
+    }
+}
+
+/// Whether an I/O error is worth retrying: not for permission, path or filesystem-type
+/// problems, which need the operator.
+pub fn io_retryable(e: &io::Error) -> bool {
+    use io::ErrorKind as K;
+    !matches!(
+        e.kind(),
+        K::PermissionDenied
+            | K::NotFound
+            | K::NotADirectory
+            | K::IsADirectory
+            | K::ReadOnlyFilesystem
+            | K::InvalidInput
+            | K::Unsupported
+            | K::CrossesDevices
+    )
+}
 
 /// Mode and ownership of a written file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,15 +331,55 @@ fn set_newer_mtime(
 /// the rename may not survive a crash. Concurrent writers of the same path are not
 /// supported (the last rename wins).
 pub fn write_atomic(path: &Path, contents: &[u8], spec: &FileSpec) -> Result<WriteOutcome, Error> {
+    let (mut guard, dir, mtime) = write_temp(path, contents, spec, true)?;
+    // write_temp sets an mtime when asked to, so this is always `Some`.
+    let mtime = mtime.ok_or_else(|| Error::MtimeNotAdvanced {
+        path: path.to_path_buf(),
+    })?;
+    fs::rename(&guard.path, path).map_err(|source| Error::Rename {
+        temp: guard.path.clone(),
+        path: path.to_path_buf(),
+        source,
+    })?;
+    guard.armed = false;
+    sync_dir(path, dir)?;
+    Ok(WriteOutcome { mtime })
+}
+
+/// Stores `contents` as the new file `path` with `mode`, refusing to replace an existing
+/// file: temp file, write, `fchmod`, `fsync`, hard link into place, `fsync` the directory.
+/// A hard link, unlike a rename, fails if the name exists. No temporary file is left.
+pub fn create_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
+    let spec = FileSpec {
+        mode,
+        owner: None,
+        group: None,
+    };
+    let (guard, dir, _) = write_temp(path, contents, &spec, false)?;
+    fs::hard_link(&guard.path, path).map_err(|source| Error::Link {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // The guard removes the temporary name; the new name keeps the file.
+    drop(guard);
+    sync_dir(path, dir)
+}
+
+/// The common first half of both writes: a temporary file next to `path` holding
+/// `contents`, owned and moded as `spec` says, with (if `newer_mtime`) a millisecond mtime
+/// strictly newer than `path`'s, synced to disk. Returns its guard, the directory and the
+/// mtime set.
+fn write_temp<'p>(
+    path: &'p Path,
+    contents: &[u8],
+    spec: &FileSpec,
+    newer_mtime: bool,
+) -> Result<(TempGuard, &'p Path, Option<SystemTime>), Error> {
     let file_name = path.file_name().ok_or_else(|| Error::InvalidPath {
         path: path.to_path_buf(),
     })?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let (mut file, mut guard) = create_temp(dir, file_name)?;
-
+    let dir = parent_dir(path);
+    let (mut file, guard) = create_temp(dir, file_name)?;
     file.write_all(contents).map_err(|source| Error::Write {
         path: path.to_path_buf(),
         temp: guard.path.clone(),
@@ -201,29 +401,35 @@ pub fn write_atomic(path: &Path, contents: &[u8], spec: &FileSpec) -> Result<Wri
             mode,
             source,
         })?;
-    let previous = previous_mtime_ms(path)?;
-    let mtime = set_newer_mtime(&file, path, previous)?;
+    let mtime = if newer_mtime {
+        let previous = previous_mtime_ms(path)?;
+        Some(set_newer_mtime(&file, path, previous)?)
+    } else {
+        None
+    };
     file.sync_all().map_err(|source| Error::Sync {
         path: path.to_path_buf(),
         source,
     })?;
-    drop(file);
+    Ok((guard, dir, mtime))
+}
 
-    fs::rename(&guard.path, path).map_err(|source| Error::Rename {
-        temp: guard.path.clone(),
-        path: path.to_path_buf(),
-        source,
-    })?;
-    guard.armed = false;
+/// The directory a relative or absolute file path lives in.
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
 
+fn sync_dir(path: &Path, dir: &Path) -> Result<(), Error> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|source| Error::SyncDir {
             path: path.to_path_buf(),
             dir: dir.to_path_buf(),
             source,
-        })?;
-    Ok(WriteOutcome { mtime })
+        })
 }
 
 /// Deletes temporary files `.<file_name>.tmp-*` left in `dir` by a crash during
@@ -304,7 +510,7 @@ mod tests {
         }
         let exe = std::env::current_exe().unwrap();
         let out = std::process::Command::new(exe)
-            .args([&format!("keystore::atomic::tests::{name}"), "--exact"])
+            .args([&format!("atomic::tests::{name}"), "--exact"])
             .uid(65534)
             .gid(65534)
             .env("TMPDIR", "/tmp")

@@ -1,14 +1,70 @@
-//! Validated settings: domain types the daemon runs on. Built by `config::load` from the
-//! merged files; everything here is already checked and expanded (templates resolved,
-//! passwords read), so the daemon never sees a raw config value.
+//! Validated settings: the domain types the daemon runs on. Pure data (layer 0): built by
+//! `config::load` from the merged files, everything here is already checked and expanded
+//! (templates resolved, passwords read; `config::load_sources_only` records only where they
+//! come from), so the daemon never sees a raw config value.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::keys::KeyAlgorithm;
 use crate::secret::Secret;
+pub use crate::template::HostFacts;
+pub use crate::vocab::{DnAttribute, Eku, KeyAlgorithm, San, StoreFormat, is_valid_identity_name};
+
+/// Defaults, in one place: config validation fills them in, and the parts that run
+/// without a config (the TPM backend's own default, the host certificate's renewal) use
+/// the same values.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// `[daemon] state-directory`.
+    pub const STATE_DIRECTORY: &str = "/var/lib/leafd";
+    /// `[daemon] log-level`.
+    pub const LOG_LEVEL: &str = "info";
+    /// `[key.tpm] tcti`.
+    pub const TPM_TCTI: &str = "device:/dev/tpmrm0";
+    /// `[issuer] host-cert-validity`.
+    pub const HOST_CERT_VALIDITY: Duration = Duration::from_secs(7 * 86_400);
+    /// `[issuer] root-validity`.
+    pub const ROOT_VALIDITY: Duration = Duration::from_secs(3650 * 86_400);
+    /// `lifetime` of a leaf.
+    pub const LIFETIME: Duration = Duration::from_secs(3600);
+    /// `renew-at`: the share of the lifetime after which to renew (leaves and the host
+    /// certificate).
+    pub const RENEW_AT: f64 = 2.0 / 3.0;
+    /// `renew-jitter`: a share of the lifetime.
+    pub const RENEW_JITTER: f64 = 0.05;
+    /// Store file `mode`.
+    pub const MODE: u32 = 0o600;
+    /// Truststore entry `alias`.
+    pub const TRUSTSTORE_ALIAS: &str = "leafd-ca";
+    /// The shortest leaf `lifetime`.
+    pub const MIN_LIFETIME: Duration = Duration::from_secs(300);
+    /// The shortest leaf `lifetime` with `testing-short-lifetimes`.
+    pub const MIN_LIFETIME_TESTING: Duration = Duration::from_secs(1);
+    /// Never renew sooner than this after issuance.
+    pub const MIN_DELAY: Duration = Duration::from_secs(30);
+    /// [`MIN_DELAY`] with `testing-short-lifetimes`.
+    pub const MIN_DELAY_TESTING: Duration = Duration::from_secs(1);
+    /// A `kafka` reload's connect and request `timeout`.
+    pub const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
+    /// An `exec` reload's `timeout`.
+    pub const EXEC_TIMEOUT: Duration = Duration::from_secs(60);
+    /// `[identity.verify] timeout`.
+    pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(60);
+    /// `reload-retry-for`.
+    pub const RELOAD_RETRY_FOR: Duration = Duration::from_secs(600);
+}
+
+/// The sibling a store alternates with under a kafka reload in `alternate` mode:
+/// `broker.p12` → `broker.alt.p12`, `broker` → `broker.alt`.
+pub fn alternate_path(path: &std::path::Path) -> PathBuf {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}.alt.{}", ext.to_string_lossy()),
+        None => format!("{stem}.alt"),
+    };
+    path.with_file_name(name)
+}
 
 /// Everything the daemon needs, validated.
 #[derive(Debug, Clone)]
@@ -49,25 +105,6 @@ pub struct MetricsSettings {
     pub textfile: Option<PathBuf>,
     /// A loopback address to serve `GET /metrics` on (the endpoint is unauthenticated).
     pub listen: Option<std::net::SocketAddr>,
-}
-
-/// Host facts: template variables.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostFacts {
-    /// `{hostname}`: short host name.
-    pub hostname: String,
-    /// `{fqdn}`: fully qualified name (defaults to the hostname).
-    pub fqdn: String,
-    /// `{broker_id}`.
-    pub broker_id: Option<String>,
-    /// `{cluster}`.
-    pub cluster: Option<String>,
-    /// `{region}`.
-    pub region: Option<String>,
-    /// `{zone}`.
-    pub zone: Option<String>,
-    /// User-defined facts, `{name}`.
-    pub facts: BTreeMap<String, String>,
 }
 
 /// The host key backend and algorithm.
@@ -180,79 +217,18 @@ pub struct Identity {
     pub reload: ReloadSettings,
 }
 
-/// Whether `name` is a valid identity name: `[a-z0-9][a-z0-9._-]{0,62}`.
-pub fn is_valid_identity_name(name: &str) -> bool {
-    name.len() <= 63
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-}
-
-/// Subject DN attribute types leafd writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum DnAttribute {
-    /// `CN`
-    CommonName,
-    /// `O`
-    Organization,
-    /// `OU`
-    OrganizationalUnit,
-    /// `C`
-    Country,
-    /// `ST`
-    State,
-    /// `L`
-    Locality,
-}
-
-impl DnAttribute {
-    /// The RFC 2253 keyword: `CN`, `O`, `OU`, `C`, `ST` or `L`.
-    pub fn keyword(self) -> &'static str {
-        match self {
-            Self::CommonName => "CN",
-            Self::Organization => "O",
-            Self::OrganizationalUnit => "OU",
-            Self::Country => "C",
-            Self::State => "ST",
-            Self::Locality => "L",
+impl Identity {
+    /// The leaf profile's inputs for this identity.
+    pub fn leaf_spec(&self) -> crate::x509::LeafSpec<'_> {
+        crate::x509::LeafSpec {
+            subject: &self.subject,
+            sans: &self.sans,
+            ekus: &self.ekus,
+            key_type: self.key_type,
+            lifetime: self.lifetime,
+            not_after_limit: None,
         }
     }
-
-    /// Parses an RFC 2253 keyword, ignoring ASCII case.
-    pub fn from_keyword(keyword: &str) -> Option<Self> {
-        [
-            Self::CommonName,
-            Self::Organization,
-            Self::OrganizationalUnit,
-            Self::Country,
-            Self::State,
-            Self::Locality,
-        ]
-        .into_iter()
-        .find(|a| a.keyword().eq_ignore_ascii_case(keyword))
-    }
-}
-
-/// A subject alternative name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum San {
-    /// dNSName, lower-cased.
-    Dns(String),
-    /// iPAddress.
-    Ip(IpAddr),
-}
-
-/// Extended key usages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Eku {
-    /// id-kp-serverAuth
-    ServerAuth,
-    /// id-kp-clientAuth
-    ClientAuth,
 }
 
 /// Renewal policy parameters.
@@ -266,17 +242,6 @@ pub struct RenewalSettings {
     pub min_delay: Duration,
 }
 
-/// Keystore file formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreFormat {
-    /// PKCS#12 (PBES2/AES-256-CBC, PBKDF2-HMAC-SHA256, HMAC-SHA256 MAC).
-    Pkcs12,
-    /// Java JKS.
-    Jks,
-    /// PEM: keystore = PKCS#8 key then chain (leaf first); truststore = CA bundle.
-    Pem,
-}
-
 /// One output file.
 #[derive(Debug, Clone)]
 pub struct Output {
@@ -285,8 +250,13 @@ pub struct Output {
     /// Absolute path (relative config values are joined to their file's directory; `..`
     /// components are kept for the kernel to resolve).
     pub path: PathBuf,
-    /// Store password (required for PKCS#12 and JKS, refused for PEM).
+    /// Store password (required for PKCS#12 and JKS, refused for PEM). Always `None` in
+    /// settings from [`crate::config::load_sources_only`], which reads no secret: there
+    /// only [`Output::password_source`] tells a store that has one.
     pub password: Option<Secret>,
+    /// Where the password comes from: `Some` exactly for the outputs that take one
+    /// (PKCS#12 and JKS), whether or not the password was read.
+    pub password_source: Option<PasswordSource>,
     /// Entry alias (default: the identity name for keystores, `leafd-ca` for truststores;
     /// a truststore writer that stores several roots derives one alias per root from it).
     pub alias: String,
@@ -296,6 +266,17 @@ pub struct Output {
     pub group: Option<u32>,
     /// File mode (default 0600).
     pub mode: u32,
+}
+
+/// Where a store password comes from, as the config names it. Knowing it reads nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// `password-file`: an absolute path, a relative value joined to its config file's
+    /// directory like every other path (`..` kept).
+    File(PathBuf),
+    /// `password-credential`: the name of a systemd credential of `leafd.service`, a file
+    /// in `$CREDENTIALS_DIRECTORY`.
+    Credential(String),
 }
 
 /// What to do after an identity's stores are written, and how to check the broker took them.
