@@ -89,6 +89,7 @@ fn measure(name: &str, backend: &mut dyn KeyBackend, root: &Path) -> Row {
         spki_der: backend.public_key(&host_key).unwrap(),
         algorithm: KeyAlgorithm::EcdsaP256,
         names: required_names(&settings),
+        subjects: leafd::renew::engine::required_subjects(&settings),
         hostname: "bench".into(),
     };
     let issued = ca.issue(&req, now).unwrap();

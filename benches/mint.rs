@@ -73,6 +73,7 @@ password-file = "{pass}"
         spki_der: backend.public_key(&host_key).expect("spki"),
         algorithm: KeyAlgorithm::EcdsaP256,
         names: required_names(&settings),
+        subjects: leafd::renew::engine::required_subjects(&settings),
         hostname: "bench".into(),
     };
     let issued = ca.issue(&req, now).expect("host cert");

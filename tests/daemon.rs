@@ -274,6 +274,138 @@ fn leaf_outside_name_constraints_is_rejected_by_java_and_openssl() {
     }
 }
 
+/// Kafka authenticates an mTLS client by its subject DN, so the host issuing certificate
+/// permits exactly the configured subjects (directoryName constraints): a leaf the host key
+/// signs for any other subject, even with a permitted name, fails Java PKIX and OpenSSL. A
+/// client identity without SANs (its CN looks like a DNS name, which Java then checks
+/// against the DNS constraints) validates everywhere.
+#[test]
+fn host_certificate_permits_only_the_configured_subjects() {
+    let config = format!(
+        "{}\n[[identity]]\nname = \"broker\"\nsubject = \"CN=localhost,OU=kafka,O=leafd test\"\nsans = [\"localhost\", \"127.0.0.1\"]\nlifetime = \"10m\"\n{}\n[[identity]]\nname = \"client\"\nsubject = \"CN=quickstart-client,OU=clients,O=leafd test\"\neku = [\"client-auth\"]\nlifetime = \"10m\"\n{}",
+        header(true),
+        stores("broker", &[("keystore", "pem"), ("truststore", "pem")]),
+        stores("client", &[("keystore", "pem"), ("truststore", "pem")]),
+    );
+    let mut setup = Setup::new(&config);
+    setup.start();
+    setup.wait_for("first rotations", Duration::from_secs(30), |s| {
+        s.rotations("broker") >= 1 && s.rotations("client") >= 1
+    });
+    assert_eq!(setup.stop(), 0);
+    let state = setup.state().unwrap();
+    let host_chain = state["host"]["chain_pem"].as_str().unwrap().to_owned();
+    fs::write(
+        setup.path("roots.pem"),
+        state["host"]["roots_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    fs::write(setup.path("host.pem"), &host_chain).unwrap();
+
+    // Both of the daemon's own leaves validate, the client's without any SAN.
+    for id in ["broker", "client"] {
+        let pem = fs::read_to_string(setup.path(&format!("tls/{id}.pem"))).unwrap();
+        let certs: Vec<_> = pem::parse_many(&pem)
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.tag() == "CERTIFICATE")
+            .collect();
+        fs::write(
+            setup.path(&format!("{id}-chain.pem")),
+            pem::encode_many(&certs),
+        )
+        .unwrap();
+        fs::write(
+            setup.path(&format!("{id}-leaf.pem")),
+            pem::encode(&certs[0]),
+        )
+        .unwrap();
+        java::pkix(
+            &setup.path(&format!("{id}-chain.pem")),
+            &setup.path("roots.pem"),
+        )
+        .unwrap_or_else(|e| panic!("{id} leaf fails Java PKIX: {e}"));
+        openssl_verify(&setup, &format!("{id}-leaf.pem"))
+            .unwrap_or_else(|e| panic!("{id} leaf fails openssl verify: {e}"));
+    }
+
+    // Leaves the real host key signs for subjects it was not given: the super user's DN
+    // with the broker's permitted names, and another client's DN without SANs.
+    use leafd::keys::KeyBackend;
+    let mut backend = leafd::keys::soft::SoftBackend::open(&setup.path("state/keys")).unwrap();
+    let host_key = backend.open("host").unwrap().unwrap();
+    let host_der = pem::parse(&host_chain).unwrap().into_contents();
+    use leafd::config::DnAttribute::{CommonName, Organization, OrganizationalUnit};
+    // Subjects in DER order: O, OU, CN.
+    let dn = |ou: &str, cn: &str| {
+        vec![
+            (Organization, "leafd test".to_owned()),
+            (OrganizationalUnit, ou.to_owned()),
+            (CommonName, cn.to_owned()),
+        ]
+    };
+    let rogue = |subject, sans: Vec<leafd::config::San>| leafd::config::Identity {
+        name: "rogue".into(),
+        subject,
+        sans,
+        key_type: leafd::keys::KeyAlgorithm::EcdsaP256,
+        ekus: vec![
+            leafd::config::Eku::ServerAuth,
+            leafd::config::Eku::ClientAuth,
+        ],
+        lifetime: Duration::from_secs(600),
+        renewal: leafd::config::RenewalSettings {
+            at: 0.66,
+            jitter: 0.0,
+            min_delay: Duration::from_secs(1),
+        },
+        allow_dn_change: false,
+        allow_san_change: false,
+        keystores: vec![],
+        truststores: vec![],
+        reload: Default::default(),
+    };
+    let cases = [
+        (
+            "superuser",
+            rogue(
+                dn("kafka", "admin"),
+                vec![leafd::config::San::Dns("localhost".into())],
+            ),
+        ),
+        (
+            "other-client",
+            rogue(dn("admins", "quickstart-client"), vec![]),
+        ),
+    ];
+    for (name, identity) in cases {
+        let minted = leafd::renew::mint::mint_leaf(
+            &mut backend,
+            &host_key,
+            &host_der,
+            &identity,
+            SystemTime::now(),
+        )
+        .unwrap();
+        let leaf_pem = pem::encode(&pem::Pem::new("CERTIFICATE", minted.cert_der.clone()));
+        fs::write(setup.path(&format!("{name}.pem")), &leaf_pem).unwrap();
+        fs::write(
+            setup.path(&format!("{name}-chain.pem")),
+            format!("{leaf_pem}{host_chain}"),
+        )
+        .unwrap();
+        let err = java::pkix(
+            &setup.path(&format!("{name}-chain.pem")),
+            &setup.path("roots.pem"),
+        )
+        .expect_err("Java PKIX must reject a subject outside the constraints");
+        assert!(err.contains("name constraints"), "{name}: {err}");
+        let err =
+            openssl_verify(&setup, &format!("{name}.pem")).expect_err("openssl must reject it too");
+        assert!(err.contains("permitted subtree violation"), "{name}: {err}");
+    }
+}
+
 fn openssl_verify(setup: &Setup, leaf: &str) -> Result<String, String> {
     let out = Command::new("openssl")
         .args(["verify", "-CAfile"])

@@ -567,6 +567,7 @@ password-file = "{pass}"
         spki_der: backend.public_key(&host_key).unwrap(),
         algorithm: alg,
         names: required_names(&settings),
+        subjects: leafd::renew::engine::required_subjects(&settings),
         hostname: "broker1".into(),
     };
     let issued = ca.issue(&req, now).unwrap();

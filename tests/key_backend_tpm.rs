@@ -680,6 +680,7 @@ fn leaves_signed_by_a_tpm_host_key_pass_the_java_handshake() {
                     spki_der: backend.public_key(&host_key).unwrap(),
                     algorithm,
                     names: required_names(&settings),
+                    subjects: leafd::renew::engine::required_subjects(&settings),
                     hostname: "broker1".into(),
                 },
                 now,

@@ -775,6 +775,18 @@ impl Validator<'_> {
                 .unwrap_or_else(|| name_at.with(()));
             return Err(self.err(&pos, message));
         }
+        // The host issuing certificate must be able to permit what validators check.
+        if let Err(e) = crate::x509::cn_name_constraint(&subject, &sans)
+            && let Some(pos) = &subject_at
+        {
+            return Err(self.err(
+                pos,
+                format!(
+                    "subject of identity {name:?} cannot be expressed in the host issuing \
+                     certificate's name constraints: {e}"
+                ),
+            ));
+        }
 
         let key_type = match identity.key_type.map(at) {
             None => KeyAlgorithm::EcdsaP256,

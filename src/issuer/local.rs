@@ -122,8 +122,8 @@ impl LocalCa {
 
     /// Issues a host issuing certificate.
     pub fn issue(&self, req: &HostCertRequest, now: SystemTime) -> Result<IssuedChain, Error> {
-        // No names (only client identities): the certificate permits no usable name at all
-        // (see `x509::permitted_subtrees`).
+        // The names and subjects the host asked for; with no names the certificate permits
+        // no usable name at all (see `x509::permitted_subtrees`).
         let issuer = RcIssuer::from_ca_cert_der(&self.root_der.as_slice().into(), &self.root_key)
             .map_err(|source| x509::Error::Build {
             what: "local root issuer",
@@ -131,13 +131,17 @@ impl LocalCa {
         })?;
         let public = x509::SpkiPublicKey::new(&req.spki_der, req.algorithm)?;
         let cn = format!("leafd host issuing CA {}", req.hostname);
+        let permitted = x509::Permitted {
+            names: req.names.clone(),
+            subjects: req.subjects.clone(),
+        };
         let params = x509::host_issuing_params(
             &cn,
-            &req.names,
+            &permitted,
             now,
             self.settings.host_cert_validity,
             rand::random(),
-        );
+        )?;
         let cert = params
             .signed_by(&public, &issuer)
             .map_err(|source| x509::Error::Build {

@@ -5,7 +5,7 @@ pub mod local;
 
 use std::time::SystemTime;
 
-use crate::vocab::{KeyAlgorithm, San};
+use crate::vocab::{KeyAlgorithm, San, Subject};
 
 /// What the host asks an issuer to certify.
 #[derive(Debug, Clone)]
@@ -14,8 +14,10 @@ pub struct HostCertRequest {
     pub spki_der: Vec<u8>,
     /// Host key algorithm.
     pub algorithm: KeyAlgorithm,
-    /// Names the host may issue for (become name constraints).
+    /// Names the host may issue for (become dNSName and iPAddress constraints).
     pub names: Vec<San>,
+    /// Subjects the host may issue for (become directoryName constraints).
+    pub subjects: Vec<Subject>,
     /// Host name, for the certificate subject.
     pub hostname: String,
 }

@@ -20,6 +20,7 @@
 //! certificate, so verification always opens a fresh connection.
 
 pub mod kafka;
+pub mod pki;
 pub mod run;
 pub mod sasl;
 pub mod systemd;

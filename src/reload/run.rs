@@ -364,33 +364,29 @@ fn tls_config(
     job: &Job,
     tls: &KafkaTls,
 ) -> Result<(Arc<rustls::ClientConfig>, ServerName<'static>), ActionError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &tls.ca_file {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| {
-                    ActionError::fatal(format!("could not read ca-file {}: {e}", path.display()))
-                })?;
-            for c in certs {
-                roots
-                    .add(c)
-                    .map_err(|e| ActionError::fatal(format!("ca-file {}: {e}", path.display())))?;
-            }
-        }
-        None => {
-            for der in &job.roots {
-                roots
-                    .add(CertificateDer::from(der.clone()))
-                    .map_err(|e| ActionError::fatal(format!("leafd root: {e}")))?;
-            }
-        }
+    let roots: Vec<CertificateDer<'static>> = match &tls.ca_file {
+        Some(path) => CertificateDer::pem_file_iter(path)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| {
+                ActionError::fatal(format!("could not read ca-file {}: {e}", path.display()))
+            })?,
+        None => job
+            .roots
+            .iter()
+            .map(|d| CertificateDer::from(d.clone()))
+            .collect(),
+    };
+    if roots.is_empty() {
+        return Err(ActionError::fatal(
+            "no roots to check the broker's certificate against".to_owned(),
+        ));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ActionError::fatal(format!("tls client config: {e}")))?
-        .with_root_certificates(roots);
+        .dangerous()
+        .with_custom_certificate_verifier(super::pki::Verifier::new(roots));
     let config = match &tls.client_identity {
         None => builder.with_no_client_auth(),
         Some(name) => {

@@ -16,7 +16,7 @@ use rcgen::{
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
 
-use crate::vocab::{DnAttribute, Eku, KeyAlgorithm, San, escape_rfc2253};
+use crate::vocab::{DnAttribute, Eku, KeyAlgorithm, San, Subject, escape_rfc2253};
 
 /// x509 errors.
 #[derive(Debug, thiserror::Error)]
@@ -129,14 +129,25 @@ pub fn root_params(
     )
 }
 
-/// Parameters for a host issuing certificate: CA, pathlen 0, name-constrained to `names`.
+/// What a host issuing certificate permits the host to certify.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Permitted {
+    /// dNSName and iPAddress subtrees: the names its leaves may carry.
+    pub names: Vec<San>,
+    /// directoryName subtrees: the subjects its leaves may have (a subject also permits
+    /// longer subjects below it, per RFC 5280).
+    pub subjects: Vec<Subject>,
+}
+
+/// Parameters for a host issuing certificate: CA, pathlen 0, name-constrained to
+/// `permitted` (names and subjects).
 pub fn host_issuing_params(
     common_name: &str,
-    names: &[San],
+    permitted: &Permitted,
     now: SystemTime,
     validity: Duration,
     serial: [u8; 16],
-) -> CertificateParams {
+) -> Result<CertificateParams, Error> {
     let mut p = ca_params(
         common_name,
         BasicConstraints::Constrained(0),
@@ -145,19 +156,26 @@ pub fn host_issuing_params(
         serial,
     );
     p.key_usages.push(KeyUsagePurpose::DigitalSignature);
+    let mut subtrees = permitted_subtrees(&permitted.names);
+    for subject in &permitted.subjects {
+        let dn = distinguished_name(subject)?;
+        if !subtrees.contains(&GeneralSubtree::DirectoryName(dn.clone())) {
+            subtrees.push(GeneralSubtree::DirectoryName(dn));
+        }
+    }
     p.name_constraints = Some(NameConstraints {
-        permitted_subtrees: permitted_subtrees(names),
+        permitted_subtrees: subtrees,
         excluded_subtrees: Vec::new(),
     });
     p.use_authority_key_identifier_extension = true;
-    p
+    Ok(p)
 }
 
 /// Name-constraint subtrees permitting exactly `names` (a DNS subtree also permits names
 /// below it, per RFC 5280; a wildcard `*.a.b` needs the subtree `a.b`). With no names (only
-/// client identities named by their subject) nothing usable is permitted: the reserved
+/// client identities whose CN is no DNS name) nothing usable is permitted: the reserved
 /// `invalid` DNS subtree (RFC 6761) and the unspecified IPv4/IPv6 addresses, so the
-/// extension is still well-formed and still forbids every real name.
+/// extension still forbids every real name.
 pub fn permitted_subtrees(names: &[San]) -> Vec<GeneralSubtree> {
     if names.is_empty() {
         return vec![
@@ -197,6 +215,103 @@ pub fn name_permitted(name: &San, permitted: &[San]) -> bool {
     })
 }
 
+/// Whether `subject` is inside one of the permitted subject subtrees: a permitted subject
+/// is an RDN-wise prefix of it, values compared as Java and OpenSSL canonicalize them
+/// (ASCII case and surrounding white space ignored).
+pub fn subject_permitted(subject: &[(DnAttribute, String)], permitted: &[Subject]) -> bool {
+    let same = |a: &str, b: &str| a.trim().eq_ignore_ascii_case(b.trim());
+    permitted.iter().any(|p| {
+        p.len() <= subject.len()
+            && p.iter()
+                .zip(subject)
+                .all(|((pa, pv), (sa, sv))| pa == sa && same(pv, sv))
+    })
+}
+
+/// Why a subject cannot be expressed in a host issuing certificate's constraints.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CnError {
+    /// The CN is an IP address: Java checks it as an iPAddress, OpenSSL as a DNS name.
+    #[error(
+        "CN {0:?} is an IP address: without a DNS SAN, Java checks it against the host \
+         certificate's IP constraints and OpenSSL against its DNS constraints; give the \
+         identity a DNS SAN or a CN that is no address"
+    )]
+    IpAddress(String),
+    /// The CN looks like a DNS name to OpenSSL but is no valid dNSName.
+    #[error(
+        "CN {0:?} is checked as a DNS name by OpenSSL (it has dots) but is no valid DNS \
+         name, so no name constraint can permit it; give the identity a DNS SAN or use \
+         letters, digits and '-' only"
+    )]
+    NotDnsName(String),
+}
+
+/// The DNS name a host issuing certificate must permit for a leaf's CN.
+///
+/// Java PKIX (when the leaf has no DNS SAN) checks a CN that parses as a DNS name against
+/// the issuer's dNSName constraints, and OpenSSL does so for a CN of two or more labels;
+/// rustls-webpki never reads the CN. So a leaf without a DNS SAN whose CN is a DNS name
+/// needs that name permitted (lower-cased); a CN that is no DNS name (spaces,
+/// underscores, no dots) needs nothing. A CN that a validator would check but that no
+/// constraint can permit is an error.
+pub fn cn_name_constraint(
+    subject: &[(DnAttribute, String)],
+    sans: &[San],
+) -> Result<Option<San>, CnError> {
+    if sans.iter().any(|s| matches!(s, San::Dns(_))) {
+        return Ok(None);
+    }
+    // The most specific CN: the last one in DER order.
+    let Some((_, cn)) = subject
+        .iter()
+        .rev()
+        .find(|(a, _)| *a == DnAttribute::CommonName)
+    else {
+        return Ok(None);
+    };
+    if cn.parse::<IpAddr>().is_ok() {
+        return Err(CnError::IpAddress(cn.clone()));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if cn.len() <= 253 && cn.split('.').all(label_ok) {
+        return Ok(Some(San::Dns(cn.to_ascii_lowercase())));
+    }
+    let openssl_dns = cn.contains('.')
+        && cn
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    if openssl_dns {
+        return Err(CnError::NotDnsName(cn.clone()));
+    }
+    Ok(None)
+}
+
+/// The subject as rcgen writes it: one RDN per attribute in DER order, UTF8String values
+/// except `C` (PrintableString).
+fn distinguished_name(subject: &[(DnAttribute, String)]) -> Result<DistinguishedName, Error> {
+    let mut dn = DistinguishedName::new();
+    for (attr, value) in subject {
+        let v = match attr {
+            DnAttribute::Country => DnValue::PrintableString(
+                value
+                    .as_str()
+                    .try_into()
+                    .map_err(|_| Error::InvalidName(value.clone()))?,
+            ),
+            _ => DnValue::Utf8String(value.clone()),
+        };
+        dn.push(dn_type(*attr), v);
+    }
+    Ok(dn)
+}
+
 fn dn_type(a: DnAttribute) -> DnType {
     match a {
         DnAttribute::CommonName => DnType::CommonName,
@@ -233,19 +348,7 @@ pub fn leaf_params(
     serial: [u8; 16],
 ) -> Result<CertificateParams, Error> {
     let mut p = CertificateParams::default();
-    p.distinguished_name = DistinguishedName::new();
-    for (attr, value) in identity.subject {
-        let v = match attr {
-            DnAttribute::Country => DnValue::PrintableString(
-                value
-                    .as_str()
-                    .try_into()
-                    .map_err(|_| Error::InvalidName(value.clone()))?,
-            ),
-            _ => DnValue::Utf8String(value.clone()),
-        };
-        p.distinguished_name.push(dn_type(*attr), v);
-    }
+    p.distinguished_name = distinguished_name(identity.subject)?;
     p.subject_alt_names = identity
         .sans
         .iter()
@@ -300,6 +403,14 @@ pub struct CertSummary {
     pub sans: Vec<San>,
     /// Permitted name constraints (host issuing certificates).
     pub permitted: Vec<San>,
+    /// Permitted subject subtrees (host issuing certificates); subtrees with attributes
+    /// leafd does not write are left out (they permit no subject leafd writes).
+    pub permitted_subjects: Vec<Subject>,
+    /// The name constraints use forms leafd does not write or check: excluded subtrees,
+    /// other name types, IP ranges wider than one address.
+    pub unsupported_constraints: bool,
+    /// The subject as leafd's `Subject`, if every attribute is one leafd writes.
+    pub subject_dn: Option<Subject>,
     /// SubjectPublicKeyInfo DER.
     pub spki: Vec<u8>,
 }
@@ -320,6 +431,8 @@ pub fn summarize(der: &[u8], what: &'static str) -> Result<CertSummary, Error> {
     };
     let mut sans = Vec::new();
     let mut permitted = Vec::new();
+    let mut permitted_subjects = Vec::new();
+    let mut unsupported_constraints = false;
     for ext in cert.extensions() {
         match ext.parsed_extension() {
             ParsedExtension::SubjectAlternativeName(san) => {
@@ -336,15 +449,24 @@ pub fn summarize(der: &[u8], what: &'static str) -> Result<CertSummary, Error> {
                 }
             }
             ParsedExtension::NameConstraints(nc) => {
+                unsupported_constraints |= nc.excluded_subtrees.is_some();
                 for st in nc.permitted_subtrees.iter().flatten() {
                     match &st.base {
                         GeneralName::DNSName(d) => permitted.push(San::Dns(d.to_ascii_lowercase())),
-                        GeneralName::IPAddress(b) if b.len() == 8 || b.len() == 32 => {
+                        GeneralName::IPAddress(b)
+                            if (b.len() == 8 || b.len() == 32)
+                                && b[b.len() / 2..].iter().all(|m| *m == 0xff) =>
+                        {
                             if let Some(ip) = ip_from_bytes(&b[..b.len() / 2]) {
                                 permitted.push(San::Ip(ip));
                             }
                         }
-                        _ => {}
+                        GeneralName::DirectoryName(name) => {
+                            if let Some(subject) = subject_of(name) {
+                                permitted_subjects.push(subject);
+                            }
+                        }
+                        _ => unsupported_constraints = true,
                     }
                 }
             }
@@ -358,8 +480,23 @@ pub fn summarize(der: &[u8], what: &'static str) -> Result<CertSummary, Error> {
         subject: rfc2253(&cert),
         sans,
         permitted,
+        permitted_subjects,
+        unsupported_constraints,
+        subject_dn: subject_of(cert.subject()),
         spki: cert.public_key().raw.to_vec(),
     })
+}
+
+/// A name as leafd's `Subject` (DER order), if every attribute is one leafd writes.
+fn subject_of(name: &x509_parser::x509::X509Name<'_>) -> Option<Subject> {
+    let mut out = Vec::new();
+    for rdn in name.iter() {
+        for ava in rdn.iter() {
+            let attr = DnAttribute::from_oid(&ava.attr_type().to_id_string())?;
+            out.push((attr, ava.as_str().ok()?.to_owned()));
+        }
+    }
+    Some(out)
 }
 
 fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
@@ -452,6 +589,63 @@ mod tests {
     }
 
     #[test]
+    fn subjects_are_permitted_by_prefix_ignoring_case() {
+        let s = subject();
+        assert!(subject_permitted(&s, std::slice::from_ref(&s)));
+        let mut upper = s.clone();
+        upper[2].1 = " B1 ".into();
+        assert!(subject_permitted(&upper, std::slice::from_ref(&s)));
+        // A subtree permits longer subjects below it, never a sibling or a parent.
+        assert!(subject_permitted(&s, &[s[..2].to_vec()]));
+        let mut other = s.clone();
+        other[2].1 = "admin".into();
+        assert!(!subject_permitted(&other, std::slice::from_ref(&s)));
+        assert!(!subject_permitted(&s[..2], std::slice::from_ref(&s)));
+        assert!(!subject_permitted(&s, &[]));
+    }
+
+    #[test]
+    fn a_cn_is_permitted_as_a_dns_name_only_where_validators_check_it() {
+        let cn = |v: &str| {
+            vec![
+                (DnAttribute::Organization, "Example".to_owned()),
+                (DnAttribute::CommonName, v.to_owned()),
+            ]
+        };
+        let dns = |v: &str| San::Dns(v.to_owned());
+        // No DNS SAN: a DNS-like CN must be permitted as a DNS name (Java, OpenSSL).
+        assert_eq!(
+            cn_name_constraint(&cn("Quickstart-Client"), &[]),
+            Ok(Some(dns("quickstart-client")))
+        );
+        assert_eq!(
+            cn_name_constraint(
+                &cn("b1.kafka.example"),
+                &[San::Ip("10.0.0.1".parse().unwrap())]
+            ),
+            Ok(Some(dns("b1.kafka.example")))
+        );
+        // With a DNS SAN the CN is never checked.
+        assert_eq!(
+            cn_name_constraint(&cn("anything.at_all"), &[dns("b1.example")]),
+            Ok(None)
+        );
+        // Not a DNS name for anyone: nothing to permit.
+        assert_eq!(cn_name_constraint(&cn("Kafka Client 1"), &[]), Ok(None));
+        assert_eq!(cn_name_constraint(&cn("svc_account"), &[]), Ok(None));
+        assert_eq!(cn_name_constraint(&[], &[]), Ok(None));
+        // Checked by a validator but not expressible.
+        assert!(matches!(
+            cn_name_constraint(&cn("10.0.0.1"), &[]),
+            Err(CnError::IpAddress(_))
+        ));
+        assert!(matches!(
+            cn_name_constraint(&cn("svc_a.example"), &[]),
+            Err(CnError::NotDnsName(_))
+        ));
+    }
+
+    #[test]
     fn subject_prints_as_kafka_derives_the_principal() {
         assert_eq!(
             subject_string(&subject()),
@@ -474,11 +668,18 @@ mod tests {
             .unwrap();
         let host_key = rcgen::KeyPair::generate().unwrap();
         let root_issuer = rcgen::Issuer::from_ca_cert_der(root.der(), &root_key).unwrap();
-        let host = host_issuing_params("host", &names, now, Duration::from_secs(86400), [9; 16])
-            .signed_by(&host_key, &root_issuer)
-            .unwrap();
+        let permitted = Permitted {
+            names: names.clone(),
+            subjects: vec![subject()],
+        };
+        let host =
+            host_issuing_params("host", &permitted, now, Duration::from_secs(86400), [9; 16])
+                .unwrap()
+                .signed_by(&host_key, &root_issuer)
+                .unwrap();
         let hs = summarize(host.der(), "host").unwrap();
         assert_eq!(hs.permitted, names);
+        assert_eq!(hs.permitted_subjects, vec![subject()]);
         assert_eq!(hs.not_after, now + Duration::from_secs(86400));
         assert_eq!(hs.not_before, now - BACKDATE);
 

@@ -98,13 +98,14 @@ impl TestPki {
         &self,
         client_roots: &[Vec<u8>],
     ) -> Arc<rustls::ServerConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        for r in client_roots {
-            roots.add(CertificateDer::from(r.clone())).unwrap();
-        }
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-            .build()
-            .unwrap();
+        // leafd's client certificates chain through a host issuing CA with subject
+        // constraints, which rustls-webpki alone refuses: verify as leafd's own clients do.
+        let verifier = Arc::new(LeafdClientVerifier {
+            roots: client_roots
+                .iter()
+                .map(|r| CertificateDer::from(r.clone()))
+                .collect(),
+        });
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key.clone()));
         Arc::new(
             rustls::ServerConfig::builder_with_provider(provider())
@@ -161,5 +162,69 @@ impl TestPki {
 
     pub fn server_name() -> ServerName<'static> {
         ServerName::try_from(SERVER_NAME).unwrap()
+    }
+}
+
+/// A client-certificate verifier that checks chains with `leafd::reload::pki`, which takes
+/// host issuing CAs with subject (directoryName) constraints.
+#[derive(Debug)]
+struct LeafdClientVerifier {
+    roots: Vec<CertificateDer<'static>>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for LeafdClientVerifier {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        leafd::reload::pki::verify_chain(
+            end_entity,
+            intermediates,
+            &self.roots,
+            now,
+            leafd::reload::pki::Usage::Client,
+        )
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

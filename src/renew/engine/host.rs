@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use super::{Engine, Error, Event, HostCert, host_renewal, required_names};
+use super::{Engine, Error, Event, HostCert, host_renewal, required_names, required_subjects};
 use crate::error::chain;
 use crate::issuer::{HostCertRequest, Issuer};
 use crate::renew::policy::next_renewal;
@@ -46,12 +46,14 @@ impl<I: Issuer> Engine<I> {
             // No identities: nothing to issue leaves for.
             return false;
         }
-        let needed = required_names(&self.settings);
         let Some(h) = &self.host else { return true };
-        if !needed
+        let names_ok = required_names(&self.settings)
             .iter()
-            .all(|n| x509::name_permitted(n, &h.summary.permitted))
-        {
+            .all(|n| x509::name_permitted(n, &h.summary.permitted));
+        let subjects_ok = required_subjects(&self.settings)
+            .iter()
+            .all(|s| x509::subject_permitted(s, &h.summary.permitted_subjects));
+        if !names_ok || !subjects_ok {
             return true;
         }
         let planned = self
@@ -73,6 +75,7 @@ impl<I: Issuer> Engine<I> {
             spki_der: spki,
             algorithm: self.settings.key.algorithm,
             names,
+            subjects: required_subjects(&self.settings),
             hostname: self.settings.host.hostname.clone(),
         };
         let started = tokio::time::Instant::now();

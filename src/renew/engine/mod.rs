@@ -33,7 +33,7 @@ use crate::settings::{
 };
 use crate::state::{self, Loaded, State, StateStore};
 use crate::status::{CaStats, IdentityCounters, ReloadStatus};
-use crate::vocab::{KeyAlgorithm, KeyInfo};
+use crate::vocab::{KeyAlgorithm, KeyInfo, Subject};
 use crate::x509::{self, CertSummary};
 
 /// The label of the host key in the key backend.
@@ -219,14 +219,34 @@ pub fn config_digest(identity: &Identity) -> String {
         .collect()
 }
 
-/// All names any identity needs: the host issuing certificate's constraints.
+/// All names any identity needs: its SANs, and for an identity without a DNS SAN the CN
+/// Java PKIX and OpenSSL check as a DNS name ([`x509::cn_name_constraint`]; config
+/// validation refuses CNs no constraint can express). The host issuing certificate's
+/// dNSName and iPAddress constraints.
 pub fn required_names(settings: &Settings) -> Vec<San> {
     let set: BTreeSet<San> = settings
         .identities
         .iter()
-        .flat_map(|i| i.sans.iter().cloned())
+        .flat_map(|i| {
+            let cn = x509::cn_name_constraint(&i.subject, &i.sans).ok().flatten();
+            i.sans.iter().cloned().chain(cn)
+        })
         .collect();
     set.into_iter().collect()
+}
+
+/// Every identity's subject: the host issuing certificate's directoryName constraints, so
+/// the host can mint no other principal.
+pub fn required_subjects(settings: &Settings) -> Vec<Subject> {
+    // An empty subject is no constraint (it would permit every subject); validators do not
+    // check an empty subject against directoryName constraints either.
+    let set: BTreeSet<&Subject> = settings
+        .identities
+        .iter()
+        .map(|i| &i.subject)
+        .filter(|s| !s.is_empty())
+        .collect();
+    set.into_iter().cloned().collect()
 }
 
 fn pem_chain(pem_text: &str) -> Vec<Vec<u8>> {

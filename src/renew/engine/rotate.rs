@@ -183,6 +183,15 @@ impl<I: Issuer> Engine<I> {
                 state::sans_to_strings(std::slice::from_ref(n)).concat()
             )));
         }
+        if !identity.subject.is_empty()
+            && !x509::subject_permitted(&identity.subject, &host.summary.permitted_subjects)
+        {
+            return Err(Error::Unsafe(format!(
+                "identity {}: subject {} is outside the host issuing certificate's constraints",
+                identity.name,
+                x509::subject_string(&identity.subject)
+            )));
+        }
         let (chain, roots) = (host.chain.clone(), host.roots.clone());
         let host_cert = chain.first().cloned().ok_or(Error::NoHostCert)?;
         let minted: Minted = {
