@@ -268,6 +268,43 @@ async fn wrong_broker_id_is_rejected_without_a_reload() {
     assert_eq!(s.served().await, hex(&SERIAL_A));
 }
 
+/// Kafka cannot reload a KRaft controller listener's stores at run time: the broker would
+/// accept the change and keep its old certificate. The pre-flight reads
+/// `controller.listener.names` and refuses before any change is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_listener_is_refused_before_any_change() {
+    let s = Setup::new().await;
+    s.broker
+        .set_static_config("controller.listener.names", "CONTROLLER,RAFT");
+    let err = s
+        .admin
+        .reload(
+            BROKER_ID,
+            "controller",
+            &s.changes(&s.b),
+            ReloadMode::AlternatePaths,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ControllerListener { listener } if listener == "controller"),
+        "{err:?}"
+    );
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("systemd restart action"), "{err}");
+    assert!(s.broker.requests().is_empty(), "no change may be sent");
+    // Another listener of the same broker reloads as usual.
+    s.admin
+        .reload(
+            BROKER_ID,
+            "SSL",
+            &s.changes(&s.b),
+            ReloadMode::AlternatePaths,
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchanged_served_serial_times_out_with_mismatch() {
     let s = Setup::new().await;

@@ -293,6 +293,15 @@ impl KafkaAdmin {
         mode: ReloadMode,
     ) -> Result<(), Error> {
         let mut conn = self.connect().await?;
+        // A KRaft controller listener's stores cannot be reloaded at run time: the broker
+        // would accept the change and keep serving the old certificate.
+        if let Some(controllers) = conn.controller_listeners(broker_id).await?
+            && controllers.contains(&listener.to_ascii_lowercase())
+        {
+            return Err(Error::ControllerListener {
+                listener: listener.to_owned(),
+            });
+        }
         let version = conn.negotiate_iac().await?;
         conn.alter(version, broker_id, listener, changes, true)
             .await?;
@@ -642,6 +651,61 @@ impl Conn {
             StoreKind::Keystore.config_suffix(),
             StoreKind::Truststore.config_suffix(),
         ];
+        let configs = self.describe(version, broker_id, &names).await?;
+        let value = |name: &str| {
+            configs
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, v)| v.clone())
+        };
+        Ok(StoreLocations {
+            keystore: value(&keystore).or_else(|| value(names[2])),
+            truststore: value(&truststore).or_else(|| value(names[3])),
+        })
+    }
+
+    /// The broker's `controller.listener.names`, lower-cased; `None` when the broker does not
+    /// say (the principal may not describe configs, or the broker refuses the resource: the
+    /// pre-flight then reports its own error, and the served-certificate check remains).
+    async fn controller_listeners(&mut self, broker_id: i32) -> Result<Option<Vec<String>>, Error> {
+        let version = self
+            .negotiate(
+                ApiKey::DescribeConfigs,
+                "DescribeConfigs",
+                DESCRIBE_CONFIGS_MIN,
+                DESCRIBE_CONFIGS_MAX,
+            )
+            .await?;
+        let configs = match self
+            .describe(version, broker_id, &["controller.listener.names"])
+            .await
+        {
+            Ok(configs) => configs,
+            Err(Error::NotAuthorized { .. } | Error::DescribeFailed { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(Some(
+            configs
+                .into_iter()
+                .filter_map(|(_, v)| v)
+                .flat_map(|v| {
+                    v.split(',')
+                        .map(|l| l.trim().to_ascii_lowercase())
+                        .filter(|l| !l.is_empty())
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+        ))
+    }
+
+    /// One DescribeConfigs for BROKER `broker_id` and the config `names`: each name found
+    /// with its value (`None` for a sensitive or unset one).
+    async fn describe(
+        &mut self,
+        version: i16,
+        broker_id: i32,
+        names: &[&str],
+    ) -> Result<Vec<(String, Option<String>)>, Error> {
         let resource_name = broker_id.to_string();
         let request = DescribeConfigsRequest::default().with_resources(vec![
             DescribeConfigsResource::default()
@@ -679,18 +743,16 @@ impl Conn {
                 message,
             },
         )?;
-        let value = |name: &str| {
-            result
-                .configs
-                .iter()
-                .find(|c| c.name.as_str() == name)
-                .and_then(|c| c.value.as_ref())
-                .map(|v| v.as_str().to_owned())
-        };
-        Ok(StoreLocations {
-            keystore: value(&keystore).or_else(|| value(names[2])),
-            truststore: value(&truststore).or_else(|| value(names[3])),
-        })
+        Ok(result
+            .configs
+            .iter()
+            .map(|c| {
+                (
+                    c.name.as_str().to_owned(),
+                    c.value.as_ref().map(|v| v.as_str().to_owned()),
+                )
+            })
+            .collect())
     }
 
     async fn alter(

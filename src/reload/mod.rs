@@ -113,6 +113,17 @@ pub enum Error {
         /// The broker's error message (empty when it sent none).
         message: String,
     },
+    /// The listener is a KRaft controller listener (`controller.listener.names`), whose stores
+    /// Kafka cannot reload at run time (KAFKA-20583).
+    #[error(
+        "listener {listener} is a KRaft controller listener (controller.listener.names), whose \
+         stores Kafka cannot reload at run time; use a systemd restart action for it and a \
+         lifetime that fits the restarts"
+    )]
+    ControllerListener {
+        /// The listener the action names.
+        listener: String,
+    },
     /// The broker does not enable the configured SASL mechanism (UNSUPPORTED_SASL_MECHANISM,
     /// 33).
     #[error(
@@ -212,6 +223,7 @@ impl Error {
             | Self::Unsupported { .. }
             | Self::NotAuthorized { .. }
             | Self::SaslMechanismUnsupported { .. }
+            | Self::ControllerListener { .. }
             | Self::SaslIllegalState { .. }
             | Self::AuthenticationFailed { .. }
             | Self::ScramVerification { .. }
