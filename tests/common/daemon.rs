@@ -187,6 +187,15 @@ impl Setup {
             .unwrap_or(0)
     }
 
+    /// The parsed `status.json` (what `leafctl status --json` shows), or `Null` before the
+    /// first one.
+    pub fn status(&self) -> Value {
+        fs::read_to_string(self.path("state/status.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null)
+    }
+
     pub fn identity_state(&self, identity: &str) -> Value {
         self.state()
             .map(|s| s["identities"][identity].clone())

@@ -173,6 +173,7 @@ pub struct KafkaConfig {
     principal_mapping_rules: Option<String>,
     extra: Vec<String>,
     node_id: u32,
+    reserved: Option<ReservedPorts>,
 }
 
 impl KafkaConfig {
@@ -191,7 +192,15 @@ impl KafkaConfig {
             principal_mapping_rules: None,
             extra: Vec::new(),
             node_id: 1,
+            reserved: None,
         }
+    }
+
+    /// Listens on `ports` (chosen before the broker starts, so that a daemon can be
+    /// configured with the addresses first) instead of ports picked at start.
+    pub fn ports(mut self, ports: ReservedPorts) -> Self {
+        self.reserved = Some(ports);
+        self
     }
 
     /// Separate stores for the SASL_SSL (inter-broker and admin) listener, so that tests can
@@ -259,6 +268,55 @@ struct Ports {
     controller: u16,
 }
 
+/// Three free 127.0.0.1 ports picked before the broker starts ([`KafkaConfig::ports`]).
+/// They stay bound by this process until the broker JVM is about to start, which narrows
+/// the window in which another process could take one (a client that connects meanwhile
+/// waits in the backlog and is reset at the release); if one is taken all the same, the
+/// start panics saying so (a fixture that picks its own ports would retry on new ones, but
+/// whoever was configured with these addresses could not follow).
+#[derive(Clone, Debug)]
+pub struct ReservedPorts {
+    ports: Ports,
+    held: Arc<Mutex<Vec<TcpListener>>>,
+}
+
+impl ReservedPorts {
+    pub fn new() -> ReservedPorts {
+        let bind = || TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+        let held = vec![bind(), bind(), bind()];
+        let port = |l: &TcpListener| l.local_addr().expect("local address").port();
+        ReservedPorts {
+            ports: Ports {
+                ssl: port(&held[0]),
+                sasl_ssl: port(&held[1]),
+                controller: port(&held[2]),
+            },
+            held: Arc::new(Mutex::new(held)),
+        }
+    }
+
+    /// The SSL listener the broker will have.
+    pub fn ssl_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.ports.ssl))
+    }
+
+    /// The SASL_SSL listener the broker will have.
+    pub fn sasl_ssl_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.ports.sasl_ssl))
+    }
+
+    /// Closes the placeholder sockets so that the broker can bind the ports.
+    fn release(&self) {
+        self.held.lock().unwrap().clear();
+    }
+}
+
+impl Default for ReservedPorts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A running broker in its own temporary directory; stopped on drop.
 pub struct RealKafka {
     dir: tempfile::TempDir,
@@ -293,11 +351,15 @@ impl RealKafka {
             log4j2_config(dir.path()),
         )
         .expect("write log4j2.properties");
+        let ports = config
+            .reserved
+            .as_ref()
+            .map_or_else(free_ports, |r| r.ports);
         let mut kafka = RealKafka {
             dir,
             config,
             cluster_id: cluster_id(),
-            ports: free_ports(),
+            ports,
             child: None,
             startup: Duration::ZERO,
             next_file: 0,
@@ -307,6 +369,15 @@ impl RealKafka {
         let mut attempt = 1;
         while let Err(log) = kafka.spawn_and_wait() {
             // Another process may have taken a port between our probe and the broker's bind.
+            if log.contains("Address already in use")
+                && let Some(reserved) = &kafka.config.reserved
+            {
+                panic!(
+                    "another process took one of the reserved ports {:?} before the broker \
+                     bound it (rerun the test):\n{log}",
+                    reserved.ports
+                );
+            }
             if attempt < 3 && log.contains("Address already in use") {
                 attempt += 1;
                 kafka.ports = free_ports();
@@ -648,6 +719,9 @@ impl RealKafka {
             .open(self.jvm_output_path())
             .expect("open jvm.out");
         let started_before = self.log_count(STARTED_LINE);
+        if let Some(reserved) = &self.config.reserved {
+            reserved.release();
+        }
         let mut child = Command::new("java")
             .args(BROKER_JVM_FLAGS)
             .arg(format!(
