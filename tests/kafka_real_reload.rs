@@ -54,6 +54,8 @@ const TRUSTSTORE_CONFIG: &str = "listener.name.ssl.ssl.truststore.location";
 /// leafd's log line when the broker accepted an IncrementalAlterConfigs (after the
 /// validateOnly pre-flight).
 const ACCEPTED: &str = "kafka broker accepted new store locations";
+/// The principal of the leafd client identity that administers the broker over SSL.
+const SSL_ADMIN_PRINCIPAL: &str = "User:CN=leafd-admin,OU=admins,O=Example";
 const PRODUCER_PRINCIPAL: &str = "User:CN=leafd producer,OU=clients,O=Example";
 const TOPIC: &str = "leafd-rotation-traffic";
 /// leafd's first reload waits for the broker to start (unreachable, retried with backoff).
@@ -355,7 +357,8 @@ impl Rig {
         let mut broker = KafkaConfig::new(ks.clone(), ts.clone())
             .sasl_ssl_stores(ks, ts)
             .ports(ports)
-            .standard_authorizer();
+            .standard_authorizer()
+            .super_user(SSL_ADMIN_PRINCIPAL);
         for line in lines {
             broker = broker.property(line);
         }
@@ -651,6 +654,20 @@ fn refused_store_keeps_the_old_serial() {
     let state = rig.s.identity_state("broker");
     assert_eq!(state["broker_alternate"], Value::Bool(false), "{state}");
 
+    // Listen for the ReloadFailed signal on leafd's bus.
+    let monitor_out = rig.s.path("dbus-monitor.txt");
+    let mut monitor = std::process::Command::new("dbus-monitor")
+        .args([
+            "--address",
+            rig.bus.address(),
+            "type='signal',interface='org.leafd.leafd1.Manager',member='ReloadFailed'",
+        ])
+        .stdout(fs::File::create(&monitor_out).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("dbus-monitor missing: apt-get install -y dbus");
+    std::thread::sleep(Duration::from_millis(300));
+
     // Drop the IP SAN. leafd allows it and mints; the broker has no ssl.allow.san.changes.
     rig.s.write_config(&config(
         rig.mode,
@@ -714,6 +731,21 @@ fn refused_store_keeps_the_old_serial() {
         "{}",
         rig.s.log()
     );
+    // The D-Bus signal ReloadFailed, for the broker identity.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = fs::read_to_string(&monitor_out).unwrap_or_default();
+        if seen.contains("member=ReloadFailed") && seen.contains("\"broker\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ReloadFailed signal for broker on the bus:\n{seen}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = monitor.kill();
+    let _ = monitor.wait();
 
     // The broker still serves the first leaf from the first files, which nobody touched;
     // the refused store went to the alternate paths.
@@ -812,4 +844,89 @@ fn traffic_during_ten_rotations() {
     assert_eq!(counters["reloads_verified"], 11, "{counters}");
     assert_eq!(counters["reloads_failed"], 0, "{counters}");
     rig.report(&took);
+}
+
+/// Kafka cannot reload a KRaft controller listener's stores at run time. A kafka action
+/// naming the broker's controller listener is refused before any change, with an alarm that
+/// says what to do instead; the broker keeps serving what it served.
+#[test]
+fn controller_listener_is_refused_with_a_clear_error() {
+    let mut rig = Rig::start("controller_listener_is_refused", "alternate", false);
+    let first = rig.serial();
+    let text = config(rig.mode, rig.ssl, rig.sasl_ssl, SANS, "", rig.producer)
+        .replace("listener = \"SSL\"", "listener = \"CONTROLLER\"");
+    assert!(text.contains("listener = \"CONTROLLER\""));
+    rig.s.write_config(&text);
+    let reloaded = rig.s.log().matches("configuration reloaded").count();
+    rig.s.signal(nix::sys::signal::Signal::SIGHUP);
+    rig.s
+        .wait_for("the new configuration", Duration::from_secs(10), |s| {
+            s.log().matches("configuration reloaded").count() > reloaded
+        });
+    let (rc, out) = rig.leafctl(&["renew", "broker", "--wait", "--timeout", RENEW_TIMEOUT]);
+    assert_ne!(rc, 0, "the reload must fail:\n{out}");
+    let reload = rig.wait_reload(
+        "the controller listener's refusal",
+        "failed",
+        Some(&first),
+        Duration::from_secs(30),
+    );
+    let detail = reload["detail"].as_str().unwrap().to_owned();
+    assert!(
+        detail.contains("listener CONTROLLER is a KRaft controller listener")
+            && detail.contains("systemd restart action"),
+        "{detail}"
+    );
+    assert_eq!(
+        rig.s.log().matches(ACCEPTED).count(),
+        1,
+        "only the first reload's change was accepted, none for the controller listener:\n{}",
+        rig.s.log()
+    );
+    rig.check_served(&first);
+    rig.report(&[]);
+}
+
+/// The admin connection over SSL with a leafd client identity as client certificate (the
+/// SSL listener requires one; the broker authorizes the identity's principal), instead of
+/// SASL_SSL: the reload is accepted and verified.
+#[test]
+fn ssl_admin_connection_with_a_leafd_client_identity() {
+    let mut rig = Rig::start("ssl_admin_connection", "alternate", false);
+    let first = rig.serial();
+    let text = config(rig.mode, rig.ssl, rig.sasl_ssl, SANS, "", rig.producer)
+        .replace(
+            &format!("bootstrap = \"{}\"", rig.sasl_ssl),
+            &format!("bootstrap = \"{}\"", rig.ssl),
+        )
+        .replace(
+            "security = \"sasl-ssl\"",
+            "security = \"ssl\"\nclient-identity = \"admin\"",
+        )
+        .lines()
+        .filter(|l| !l.starts_with("sasl-"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        + r#"
+
+[[identity]]
+name = "admin"
+subject = "CN=leafd-admin,OU=admins,O=Example"
+eku = ["client-auth"]
+lifetime = "1h"
+[[identity.keystore]]
+format = "pem"
+path = "@DIR@/tls/admin.pem"
+"#;
+    rig.s.write_config(&text);
+    rig.s.signal(nix::sys::signal::Signal::SIGHUP);
+    rig.s
+        .wait_for("the admin identity", Duration::from_secs(30), |s| {
+            s.rotations("admin") >= 1 && s.path("tls/admin.pem").exists()
+        });
+    let accepted = rig.s.log().matches(ACCEPTED).count();
+    let (serial, _) = rig.rotate(1);
+    assert_ne!(serial, first);
+    assert_eq!(rig.s.log().matches(ACCEPTED).count(), accepted + 1);
+    rig.report(&[]);
 }
