@@ -14,7 +14,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use common::daemon::{PASSWORD, Setup, bytes, run_bin};
 use common::java::{self, Batch, Store};
@@ -211,48 +211,16 @@ fn leaf_outside_name_constraints_is_rejected_by_java_and_openssl() {
     openssl_verify(&setup, "good-leaf.pem").expect("daemon leaf verifies with openssl");
 
     // A leaf for a name the host was never allowed, signed by the real host key.
-    use leafd::keys::KeyBackend;
-    let mut backend = leafd::keys::soft::SoftBackend::open(&setup.path("state/keys")).unwrap();
-    let host_key = backend.open("host").unwrap().unwrap();
-    let host_der = pem::parse(&host_chain).unwrap().into_contents();
-    let mut identity = leafd::config::Identity {
-        name: "rogue".into(),
-        subject: vec![(
-            leafd::config::DnAttribute::CommonName,
-            "evil.example".into(),
-        )],
-        sans: vec![leafd::config::San::Dns("evil.example".into())],
-        key_type: leafd::keys::KeyAlgorithm::EcdsaP256,
-        ekus: vec![
-            leafd::config::Eku::ServerAuth,
-            leafd::config::Eku::ClientAuth,
-        ],
-        lifetime: Duration::from_secs(600),
-        renewal: leafd::config::RenewalSettings {
-            at: 0.66,
-            jitter: 0.0,
-            min_delay: Duration::from_secs(1),
-        },
-        allow_dn_change: false,
-        allow_san_change: false,
-        keystores: vec![],
-        truststores: vec![],
-        reload: Default::default(),
-    };
     for (name, san) in [
         ("dns", leafd::config::San::Dns("evil.example".into())),
         ("ip", leafd::config::San::Ip("10.9.9.9".parse().unwrap())),
     ] {
-        identity.sans = vec![san];
-        let minted = leafd::renew::mint::mint_leaf(
-            &mut backend,
-            &host_key,
-            &host_der,
-            &identity,
-            SystemTime::now(),
-        )
-        .unwrap();
-        let leaf_pem = pem::encode(&pem::Pem::new("CERTIFICATE", minted.cert_der.clone()));
+        let subject = vec![(
+            leafd::config::DnAttribute::CommonName,
+            "evil.example".to_owned(),
+        )];
+        let (_, leaf, _) = common::keys::rogue_leaf(&setup.path("state"), subject, vec![san]);
+        let leaf_pem = pem::encode(&pem::Pem::new("CERTIFICATE", leaf));
         fs::write(setup.path(&format!("evil-{name}.pem")), &leaf_pem).unwrap();
         fs::write(
             setup.path(&format!("evil-{name}-chain.pem")),
@@ -331,10 +299,6 @@ fn host_certificate_permits_only_the_configured_subjects() {
 
     // Leaves the real host key signs for subjects it was not given: the super user's DN
     // with the broker's permitted names, and another client's DN without SANs.
-    use leafd::keys::KeyBackend;
-    let mut backend = leafd::keys::soft::SoftBackend::open(&setup.path("state/keys")).unwrap();
-    let host_key = backend.open("host").unwrap().unwrap();
-    let host_der = pem::parse(&host_chain).unwrap().into_contents();
     use leafd::config::DnAttribute::{CommonName, Organization, OrganizationalUnit};
     // Subjects in DER order: O, OU, CN.
     let dn = |ou: &str, cn: &str| {
@@ -344,50 +308,17 @@ fn host_certificate_permits_only_the_configured_subjects() {
             (CommonName, cn.to_owned()),
         ]
     };
-    let rogue = |subject, sans: Vec<leafd::config::San>| leafd::config::Identity {
-        name: "rogue".into(),
-        subject,
-        sans,
-        key_type: leafd::keys::KeyAlgorithm::EcdsaP256,
-        ekus: vec![
-            leafd::config::Eku::ServerAuth,
-            leafd::config::Eku::ClientAuth,
-        ],
-        lifetime: Duration::from_secs(600),
-        renewal: leafd::config::RenewalSettings {
-            at: 0.66,
-            jitter: 0.0,
-            min_delay: Duration::from_secs(1),
-        },
-        allow_dn_change: false,
-        allow_san_change: false,
-        keystores: vec![],
-        truststores: vec![],
-        reload: Default::default(),
-    };
     let cases = [
         (
             "superuser",
-            rogue(
-                dn("kafka", "admin"),
-                vec![leafd::config::San::Dns("localhost".into())],
-            ),
+            dn("kafka", "admin"),
+            vec![leafd::config::San::Dns("localhost".into())],
         ),
-        (
-            "other-client",
-            rogue(dn("admins", "quickstart-client"), vec![]),
-        ),
+        ("other-client", dn("admins", "quickstart-client"), vec![]),
     ];
-    for (name, identity) in cases {
-        let minted = leafd::renew::mint::mint_leaf(
-            &mut backend,
-            &host_key,
-            &host_der,
-            &identity,
-            SystemTime::now(),
-        )
-        .unwrap();
-        let leaf_pem = pem::encode(&pem::Pem::new("CERTIFICATE", minted.cert_der.clone()));
+    for (name, subject, sans) in cases {
+        let (_, leaf, _) = common::keys::rogue_leaf(&setup.path("state"), subject, sans);
+        let leaf_pem = pem::encode(&pem::Pem::new("CERTIFICATE", leaf));
         fs::write(setup.path(&format!("{name}.pem")), &leaf_pem).unwrap();
         fs::write(
             setup.path(&format!("{name}-chain.pem")),

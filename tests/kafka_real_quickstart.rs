@@ -249,48 +249,19 @@ fn the_quickstart_runs_a_real_broker_and_its_clients() {
 /// quickstart` with the permitted name `localhost`, signed by the quickstart's
 /// host key: what a thief of the host key could make.
 fn rogue_keystore(q: &Quickstart) -> PathBuf {
-    use leafd::keys::KeyBackend;
-    use leafd::vocab::{DnAttribute, Eku, San};
-    let state = q.dir.path().join("target/quickstart/state");
-    let mut backend = leafd::keys::soft::SoftBackend::open(&state.join("keys")).unwrap();
-    let host_key = backend.open("host").unwrap().unwrap();
-    let state_json: serde_json::Value =
-        serde_json::from_slice(&fs::read(state.join("state.json")).unwrap()).unwrap();
-    let host_chain = state_json["host"]["chain_pem"].as_str().unwrap().to_owned();
-    let host_der = pem::parse(&host_chain).unwrap().into_contents();
-    let identity = leafd::config::Identity {
-        name: "rogue".into(),
-        subject: vec![
+    use leafd::vocab::{DnAttribute, San};
+    let (key, leaf, host_chain) = common::keys::rogue_leaf(
+        &q.dir.path().join("target/quickstart/state"),
+        vec![
             (DnAttribute::Organization, "leafd quickstart".into()),
             (DnAttribute::OrganizationalUnit, "clients".into()),
             (DnAttribute::CommonName, "admin".into()),
         ],
-        sans: vec![San::Dns("localhost".into())],
-        key_type: leafd::vocab::KeyAlgorithm::EcdsaP256,
-        ekus: vec![Eku::ClientAuth],
-        lifetime: Duration::from_secs(600),
-        renewal: leafd::config::RenewalSettings {
-            at: 0.66,
-            jitter: 0.0,
-            min_delay: Duration::from_secs(1),
-        },
-        allow_dn_change: false,
-        allow_san_change: false,
-        keystores: vec![],
-        truststores: vec![],
-        reload: Default::default(),
-    };
-    let minted = leafd::renew::mint::mint_leaf(
-        &mut backend,
-        &host_key,
-        &host_der,
-        &identity,
-        std::time::SystemTime::now(),
-    )
-    .unwrap();
+        vec![San::Dns("localhost".into())],
+    );
     let path = q.dir.path().join("rogue.pem");
-    let key = pem::encode(&pem::Pem::new("PRIVATE KEY", minted.key_pkcs8.to_vec()));
-    let leaf = pem::encode(&pem::Pem::new("CERTIFICATE", minted.cert_der.clone()));
+    let key = pem::encode(&pem::Pem::new("PRIVATE KEY", key));
+    let leaf = pem::encode(&pem::Pem::new("CERTIFICATE", leaf));
     fs::write(&path, format!("{key}{leaf}{host_chain}")).unwrap();
     path
 }

@@ -254,14 +254,7 @@ impl KafkaAdmin {
         listener: &str,
     ) -> Result<StoreLocations, Error> {
         let mut conn = self.connect().await?;
-        let version = conn
-            .negotiate(
-                ApiKey::DescribeConfigs,
-                "DescribeConfigs",
-                DESCRIBE_CONFIGS_MIN,
-                DESCRIBE_CONFIGS_MAX,
-            )
-            .await?;
+        let version = conn.negotiate_describe().await?;
         conn.describe_store_locations(version, broker_id, listener)
             .await
     }
@@ -445,6 +438,16 @@ impl Conn {
     }
 
     /// The highest IncrementalAlterConfigs version both sides speak.
+    async fn negotiate_describe(&mut self) -> Result<i16, Error> {
+        self.negotiate(
+            ApiKey::DescribeConfigs,
+            "DescribeConfigs",
+            DESCRIBE_CONFIGS_MIN,
+            DESCRIBE_CONFIGS_MAX,
+        )
+        .await
+    }
+
     async fn negotiate_iac(&mut self) -> Result<i16, Error> {
         self.negotiate(
             ApiKey::IncrementalAlterConfigs,
@@ -668,14 +671,7 @@ impl Conn {
     /// say (the principal may not describe configs, or the broker refuses the resource: the
     /// pre-flight then reports its own error, and the served-certificate check remains).
     async fn controller_listeners(&mut self, broker_id: i32) -> Result<Option<Vec<String>>, Error> {
-        let version = self
-            .negotiate(
-                ApiKey::DescribeConfigs,
-                "DescribeConfigs",
-                DESCRIBE_CONFIGS_MIN,
-                DESCRIBE_CONFIGS_MAX,
-            )
-            .await?;
+        let version = self.negotiate_describe().await?;
         let configs = match self
             .describe(version, broker_id, &["controller.listener.names"])
             .await

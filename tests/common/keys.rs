@@ -166,3 +166,47 @@ fn queued_signing(open: std::sync::Arc<dyn Fn() -> Box<dyn KeyBackend> + Send + 
     drop(svc);
     thread.join().unwrap();
 }
+
+/// What a thief of a soft host key could make: a leaf for `subject` (DER order) and `sans`,
+/// signed by the host key in `state_dir` under the host certificate leafd recorded there.
+/// Returns the leaf's PKCS#8 key, the leaf DER and the host chain as PEM.
+pub fn rogue_leaf(
+    state_dir: &std::path::Path,
+    subject: Vec<(leafd::vocab::DnAttribute, String)>,
+    sans: Vec<leafd::vocab::San>,
+) -> (Vec<u8>, Vec<u8>, String) {
+    use std::time::{Duration, SystemTime};
+    let mut backend = leafd::keys::soft::SoftBackend::open(&state_dir.join("keys")).unwrap();
+    let host_key = backend.open("host").unwrap().unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state_dir.join("state.json")).unwrap()).unwrap();
+    let host_chain = state["host"]["chain_pem"].as_str().unwrap().to_owned();
+    let host_der = pem::parse(&host_chain).unwrap().into_contents();
+    let identity = leafd::config::Identity {
+        name: "rogue".into(),
+        subject,
+        sans,
+        key_type: KeyAlgorithm::EcdsaP256,
+        ekus: vec![leafd::vocab::Eku::ServerAuth, leafd::vocab::Eku::ClientAuth],
+        lifetime: Duration::from_secs(600),
+        renewal: leafd::config::RenewalSettings {
+            at: 0.66,
+            jitter: 0.0,
+            min_delay: Duration::from_secs(1),
+        },
+        allow_dn_change: false,
+        allow_san_change: false,
+        keystores: vec![],
+        truststores: vec![],
+        reload: Default::default(),
+    };
+    let minted = leafd::renew::mint::mint_leaf(
+        &mut backend,
+        &host_key,
+        &host_der,
+        &identity,
+        SystemTime::now(),
+    )
+    .unwrap();
+    (minted.key_pkcs8.to_vec(), minted.cert_der, host_chain)
+}
