@@ -184,6 +184,11 @@ pub struct LocalCaSettings {
     pub root_validity: Duration,
     /// Common name of the local root.
     pub root_common_name: String,
+    /// Whether host issuing certificates permit only the configured subjects
+    /// (directoryName constraints; default on). Off only for fleets whose TLS peers use
+    /// rustls-webpki, which rejects every certificate below such a constraint: then a host
+    /// key can mint any subject.
+    pub constrain_subjects: bool,
 }
 
 /// One certificate target.

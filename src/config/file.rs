@@ -92,6 +92,7 @@ pub(crate) struct IssuerFile {
     pub host_cert_validity: Option<Spanned<String>>,
     pub root_validity: Option<Spanned<String>>,
     pub root_common_name: Option<Spanned<String>>,
+    pub constrain_subjects: Option<Spanned<bool>>,
 }
 
 /// `[[identity]]`

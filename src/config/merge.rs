@@ -59,6 +59,7 @@ pub(crate) struct IssuerMerged {
     pub host_cert_validity: Option<At<String>>,
     pub root_validity: Option<At<String>>,
     pub root_common_name: Option<At<String>>,
+    pub constrain_subjects: Option<At<bool>>,
 }
 
 #[derive(Debug, Default)]
@@ -133,6 +134,11 @@ impl Merged {
             );
             set(&mut self.issuer.root_validity, file, i.root_validity);
             set(&mut self.issuer.root_common_name, file, i.root_common_name);
+            set(
+                &mut self.issuer.constrain_subjects,
+                file,
+                i.constrain_subjects,
+            );
         }
         if let Some(m) = config.metrics {
             set(&mut self.metrics.textfile, file, m.textfile);

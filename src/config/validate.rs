@@ -670,6 +670,7 @@ impl Validator<'_> {
                 host_cert_validity,
                 root_validity,
                 root_common_name,
+                constrain_subjects: i.constrain_subjects.as_ref().is_none_or(|at| at.value),
             }),
             HostCertValidity {
                 value: host_cert_validity,

@@ -50,9 +50,13 @@ impl<I: Issuer> Engine<I> {
         let names_ok = required_names(&self.settings)
             .iter()
             .all(|n| x509::name_permitted(n, &h.summary.permitted));
-        let subjects_ok = required_subjects(&self.settings)
-            .iter()
-            .all(|s| x509::subject_permitted(s, &h.summary.permitted_subjects));
+        let required = required_subjects(&self.settings);
+        // Subject constraints switched off: a certificate that still carries them is
+        // replaced, since that is what the operator turned them off for.
+        let subjects_ok = (!required.is_empty() || h.summary.permitted_subjects.is_empty())
+            && required
+                .iter()
+                .all(|s| x509::subject_permitted(s, &h.summary.permitted_subjects));
         if !names_ok || !subjects_ok {
             return true;
         }

@@ -238,6 +238,10 @@ pub fn required_names(settings: &Settings) -> Vec<San> {
 /// Every identity's subject: the host issuing certificate's directoryName constraints, so
 /// the host can mint no other principal.
 pub fn required_subjects(settings: &Settings) -> Vec<Subject> {
+    let crate::settings::IssuerSettings::Local(local) = &settings.issuer;
+    if !local.constrain_subjects {
+        return Vec::new();
+    }
     // An empty subject is no constraint (it would permit every subject); validators do not
     // check an empty subject against directoryName constraints either.
     let set: BTreeSet<&Subject> = settings

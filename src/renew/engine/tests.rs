@@ -15,6 +15,7 @@ use crate::config::{self, LoadEnv};
 use crate::issuer::local::LocalCa;
 use crate::issuer::{self, HostCertRequest, IssuedChain};
 use crate::keys::soft::SoftBackend;
+use crate::vocab::San;
 
 /// A local CA that can be switched off: while `down`, every request fails as an
 /// unreachable remote CA would.
@@ -390,4 +391,43 @@ async fn sighup_adds_changes_and_removes_identities() {
     assert_eq!(status.identities.len(), 1);
     assert!(!rig.engine.state().identities.contains_key("client"));
     assert!(rig.path("tls/client.pem").exists());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_host_certificate_permits_the_configured_subjects_unless_told_not_to() {
+    let identities =
+        identity_toml("broker", "\"{fqdn}\"", "1h") + &identity_toml("client", "", "1h");
+    let mut rig = Rig::new("7d", &identities).await;
+    rig.tick().await;
+    let host = rig.engine.host.as_ref().unwrap();
+    assert_eq!(
+        host.summary.permitted_subjects,
+        vec![
+            rig.engine.settings.identities[0].subject.clone(),
+            rig.engine.settings.identities[1].subject.clone()
+        ]
+    );
+    // The client has no SAN: its CN is permitted as the DNS name Java checks it as.
+    assert!(host.summary.permitted.contains(&San::Dns("client".into())));
+
+    let off = load(rig.dir.path(), "7d", &identities).as_ref().clone();
+    let off = {
+        let mut s = off;
+        let crate::settings::IssuerSettings::Local(local) = &mut s.issuer;
+        local.constrain_subjects = false;
+        Arc::new(s)
+    };
+    rig.engine.apply_settings(off);
+    // Switched off: a new host certificate without subject constraints, at once.
+    let events = rig.tick().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::HostCertIssued { .. })),
+        "{events:?}"
+    );
+    let host = rig.engine.host.as_ref().unwrap();
+    assert!(host.summary.permitted_subjects.is_empty());
+    assert!(host.summary.permitted.contains(&San::Dns("client".into())));
+    assert!(rig.tick().await.is_empty(), "and it stays");
 }
