@@ -209,7 +209,7 @@ pub enum StoreFormat {
 
 impl StoreFormat {
     /// The type name Kafka's `ssl.keystore.type` and the JDK's `KeyStore.getInstance` use.
-    pub fn type_name(self) -> &'static str {
+    pub const fn type_name(self) -> &'static str {
         match self {
             Self::Pkcs12 => "PKCS12",
             Self::Jks => "JKS",

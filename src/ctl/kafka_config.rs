@@ -164,14 +164,6 @@ pub fn cn_rule(rdns: &[Rdn]) -> Option<(String, String)> {
     (mapped == expected).then_some((rule, mapped))
 }
 
-fn format_name(format: StoreFormat) -> &'static str {
-    match format {
-        StoreFormat::Pkcs12 => "PKCS12",
-        StoreFormat::Jks => "JKS",
-        StoreFormat::Pem => "PEM",
-    }
-}
-
 /// The `${directory:DIR:FILE}` reference to a password file, if Kafka can parse one for
 /// this path (its variable syntax has no escapes for `:` and `}`).
 fn directory_reference(file: &Path) -> Option<(String, String)> {
@@ -283,7 +275,7 @@ impl Writer {
             ("keystore", format) => format!(
                 "Keystore: {}, the key and its chain. The key has the store password, so\n\
                  ssl.key.password stays unset.",
-                format_name(format)
+                format.type_name()
             ),
             (_, StoreFormat::Pem) => {
                 "Truststore: PEM, the trusted CA certificates (no password).".to_owned()
@@ -291,11 +283,11 @@ impl Writer {
             (_, format) => format!(
                 "Truststore: {}, the trusted CA certificates. Keep the password: without it a\n\
                  PKCS12 truststore loads as empty.",
-                format_name(format)
+                format.type_name()
             ),
         };
         self.comment(&what);
-        self.set(&format!("ssl.{which}.type"), format_name(output.format));
+        self.set(&format!("ssl.{which}.type"), output.format.type_name());
         self.set(
             &format!("ssl.{which}.location"),
             &output.path.display().to_string(),
@@ -351,7 +343,7 @@ pub fn render(request: &Request<'_>) -> Result<String, Error> {
     for other in identity.keystores.iter().skip(1) {
         body.comment(&format!(
             "(This identity also writes the {} keystore {}.)",
-            format_name(other.format),
+            other.format.type_name(),
             other.path.display()
         ));
     }

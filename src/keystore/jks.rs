@@ -32,7 +32,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::{Error, KeyMaterial, check};
 
-const FORMAT: &str = "JKS";
+const FORMAT: &str = crate::vocab::StoreFormat::Jks.type_name();
 const CERT_TYPE: &str = "X.509";
 /// Sun's proprietary key protection algorithm, 1.3.6.1.4.1.42.2.17.1.1.
 const KEY_PROTECTOR_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 42, 2, 17, 1, 1];

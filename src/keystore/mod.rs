@@ -205,15 +205,6 @@ impl Error {
     }
 }
 
-/// The format's name as Kafka spells `ssl.keystore.type`.
-pub(crate) fn format_name(format: StoreFormat) -> &'static str {
-    match format {
-        StoreFormat::Pkcs12 => "PKCS12",
-        StoreFormat::Jks => "JKS",
-        StoreFormat::Pem => "PEM",
-    }
-}
-
 /// The password a PKCS#12 or JKS store needs, or `None` for PEM (which refuses one).
 fn password_for(format: StoreFormat, password: Option<&Secret>) -> Result<Option<&str>, Error> {
     match format {
@@ -230,7 +221,7 @@ fn password_for(format: StoreFormat, password: Option<&Secret>) -> Result<Option
             }
             Some(p) if !p.is_empty() => Ok(Some(p)),
             _ => Err(Error::MissingPassword {
-                format: format_name(format),
+                format: format.type_name(),
             }),
         },
     }
@@ -283,7 +274,7 @@ pub fn encode_keystore(
         // password_for returns Some exactly for PKCS12 and JKS.
         (StoreFormat::Pem, Some(_)) => Err(Error::UnexpectedPassword),
         (StoreFormat::Pkcs12 | StoreFormat::Jks, None) => Err(Error::MissingPassword {
-            format: format_name(format),
+            format: format.type_name(),
         }),
     }
 }
@@ -309,7 +300,7 @@ pub fn encode_truststore(
         (StoreFormat::Pem, None) => Ok(pem::encode_truststore(roots_der)),
         (StoreFormat::Pem, Some(_)) => Err(Error::UnexpectedPassword),
         (StoreFormat::Pkcs12 | StoreFormat::Jks, None) => Err(Error::MissingPassword {
-            format: format_name(format),
+            format: format.type_name(),
         }),
     }
 }
@@ -333,7 +324,7 @@ pub fn verify_keystore(
         (StoreFormat::Pem, None) => pem::verify_keystore(bytes, expected_chain),
         (StoreFormat::Pem, Some(_)) => Err(Error::UnexpectedPassword),
         (StoreFormat::Pkcs12 | StoreFormat::Jks, None) => Err(Error::MissingPassword {
-            format: format_name(format),
+            format: format.type_name(),
         }),
     }
 }
@@ -357,7 +348,7 @@ pub fn verify_truststore(
         (StoreFormat::Pem, None) => pem::verify_truststore(bytes, expected_roots),
         (StoreFormat::Pem, Some(_)) => Err(Error::UnexpectedPassword),
         (StoreFormat::Pkcs12 | StoreFormat::Jks, None) => Err(Error::MissingPassword {
-            format: format_name(format),
+            format: format.type_name(),
         }),
     }
 }

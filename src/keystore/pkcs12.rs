@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 
 use super::{Error, KeyMaterial, check};
 
-const FORMAT: &str = "PKCS12";
+const FORMAT: &str = crate::vocab::StoreFormat::Pkcs12.type_name();
 
 /// PBKDF2 iterations for the key and certificate bags, and PKCS#12-KDF iterations for the
 /// MAC key: 2048, OpenSSL 3's default (Java's is 10000; Java 17 and OpenSSL read both).

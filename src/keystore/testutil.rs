@@ -75,11 +75,11 @@ fn run(cmd: &mut Command, missing: &str) -> Output {
 }
 
 fn store_type(format: &StoreFormat) -> &'static str {
-    match format {
-        StoreFormat::Pkcs12 => "PKCS12",
-        StoreFormat::Jks => "JKS",
-        StoreFormat::Pem => panic!("keytool does not read PEM stores"),
-    }
+    assert!(
+        *format != StoreFormat::Pem,
+        "keytool does not read PEM stores"
+    );
+    format.type_name()
 }
 
 fn temp_store(bytes: &[u8]) -> tempfile::NamedTempFile {
