@@ -688,18 +688,18 @@ impl Validator<'_> {
         let parts = names::parse_dn(&at.value)
             .map_err(|NameError { offset, message }| self.err_in(at, offset, message))?;
         let mut subject = Vec::with_capacity(parts.len());
-        let mut seen_cn = false;
+        let mut seen = Vec::with_capacity(parts.len());
         for part in parts {
-            if part.attribute == DnAttribute::CommonName {
-                if seen_cn {
-                    return Err(self.err_in(
-                        at,
-                        part.attribute_offset,
-                        "subject has more than one CN",
-                    ));
-                }
-                seen_cn = true;
+            // One attribute of each type: the certificate and its subject constraint carry
+            // one, and Kafka's principal would differ from the configured subject otherwise.
+            if seen.contains(&part.attribute) {
+                return Err(self.err_in(
+                    at,
+                    part.attribute_offset,
+                    format!("subject has more than one {}", part.attribute.keyword()),
+                ));
             }
+            seen.push(part.attribute);
             let value = template::expand(&part.value, vars)
                 .map_err(|e| self.err_in(at, part.offset_of(e.offset()), e.to_string()))?;
             if let Err(e) = names::check_dn_value(part.attribute, &value) {
