@@ -268,8 +268,8 @@ fn quickstart_resolves_paths_against_its_directory() {
 // `# error: LINE:COLUMN: message`, the position and (part of) the message it must fail
 // with.
 
-#[test]
-fn bad_fixtures_fail_with_position_and_message() {
+/// Every `tests/fixtures/config/bad/*.toml`, sorted.
+fn bad_fixtures() -> Vec<PathBuf> {
     let dir = fixtures().join("bad");
     let mut paths: Vec<PathBuf> = fs::read_dir(&dir)
         .unwrap()
@@ -277,6 +277,12 @@ fn bad_fixtures_fail_with_position_and_message() {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     paths.sort();
+    paths
+}
+
+#[test]
+fn bad_fixtures_fail_with_position_and_message() {
+    let paths = bad_fixtures();
     assert!(paths.len() >= 40, "fixtures missing");
     let mut failures = Vec::new();
     for path in &paths {
@@ -1210,13 +1216,7 @@ fn sources_only_load_follows_the_last_definition() {
 
 #[test]
 fn sources_only_load_fails_like_the_daemons_except_on_secrets() {
-    let dir = fixtures().join("bad");
-    let mut paths: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    paths.sort();
+    let paths = bad_fixtures();
     let mut loaded_without_secrets = Vec::new();
     for path in &paths {
         let daemons = load_err(path, &env());
